@@ -1,0 +1,47 @@
+# cssr-deploy: `make demo` shows it working, `make test` proves it. Both create .venv themselves.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+LINT_BIN := tools/lint/node_modules/.bin/tekton-lint
+export CSSR_CRD_DIR ?= $(abspath ../shared/crds)
+
+.PHONY: demo test lint unit deps venv bench clean
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c requirements/constraints.txt -e '.[sim,dev]'
+	touch $@
+
+venv: $(STAMP)
+
+$(LINT_BIN): tools/lint/package.json tools/lint/package-lock.json
+	npm ci --prefix tools/lint --no-audit --no-fund --loglevel=error
+	touch $@
+
+deps: $(STAMP) $(LINT_BIN)
+	scripts/install-system-deps
+
+demo: $(STAMP)
+	$(BIN)/cssr-tasks detect-kernel --simulated
+
+lint: $(STAMP) $(LINT_BIN)
+	$(BIN)/ruff check python tests bench
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q tests/lint
+
+test: deps
+	$(BIN)/ruff check python tests bench
+	$(BIN)/mypy
+	$(BIN)/python -m pytest
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+bench: $(STAMP)
+	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) tools/lint/node_modules out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,162 @@
+"""Realistic OpenShift objects for the simulated cluster: RHCOS nodes, pools, the Driver Toolkit.
+
+Values follow what OpenShift 4.16/4.17 clusters report (nodeInfo with all ten fields, MCO
+annotations, the `openshift/driver-toolkit` ImageStream with one tag per RHCOS version).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+# One OpenShift release: its RHCOS version, kernel, realtime kernel.
+RELEASES = {
+    "4.16": ("416.94.202410211619-0", "5.14.0-427.40.1.el9_4.x86_64", "5.14.0-427.40.1.el9_4.x86_64+rt"),
+    "4.17": ("417.94.202411131433-0", "5.14.0-427.44.1.el9_4.x86_64", "5.14.0-427.44.1.el9_4.x86_64+rt"),
+}
+DTK_REPOSITORY = "quay.io/openshift-release-dev/ocp-v4.0-art-dev"
+
+
+def digest(seed: str) -> str:
+    return "sha256:" + hashlib.sha256(seed.encode()).hexdigest()
+
+
+def dtk_pullspec(rhcos: str) -> str:
+    return f"{DTK_REPOSITORY}@{digest('driver-toolkit ' + rhcos)}"
+
+
+def rendered(pool: str, seed: str) -> str:
+    return f"rendered-{pool}-{hashlib.sha256(seed.encode()).hexdigest()[:32]}"
+
+
+def node(name: str, *, kernel: str, rhcos: str, role: str = "worker", labels: dict[str, str] | None = None,
+         allocatable: dict[str, str] | None = None, config: str | None = None) -> dict[str, Any]:
+    all_labels = {
+        "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+        f"node-role.kubernetes.io/{role}": "", "node.openshift.io/os_id": "rhcos",
+    }
+    all_labels.update(labels or {})
+    config = config or rendered(role, rhcos)
+    resources = {"cpu": "31500m", "memory": "128401960Ki", "pods": "250", "ephemeral-storage": "430960981390",
+                 "hugepages-1Gi": "0", "hugepages-2Mi": "0"}
+    resources.update(allocatable or {})
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {
+            "name": name, "labels": all_labels,
+            "annotations": {
+                "machineconfiguration.openshift.io/currentConfig": config,
+                "machineconfiguration.openshift.io/desiredConfig": config,
+                "machineconfiguration.openshift.io/state": "Done",
+            },
+        },
+        "spec": {},
+        "status": {
+            "allocatable": resources, "capacity": dict(resources),
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+            "nodeInfo": {
+                "architecture": "amd64",
+                "bootID": hashlib.md5(f"boot {name} {kernel}".encode()).hexdigest(),
+                "containerRuntimeVersion": "cri-o://1.29.10-3.rhaos4.16.git6b8e8e0.el9",
+                "kernelVersion": kernel,
+                "kubeProxyVersion": "v1.29.10+67d3387",
+                "kubeletVersion": "v1.29.10+67d3387",
+                "machineID": hashlib.md5(f"machine {name}".encode()).hexdigest(),
+                "operatingSystem": "linux",
+                "osImage": f"Red Hat Enterprise Linux CoreOS {rhcos} (Plow)",
+                "systemUUID": hashlib.md5(f"uuid {name}".encode()).hexdigest(),
+            },
+        },
+    }
+
+
+def pool(name: str, *, machine_count: int, config: str, node_selector: dict[str, str] | None = None,
+         updating: bool = False, target: str | None = None, updated_count: int | None = None,
+         degraded: bool = False) -> dict[str, Any]:
+    updated = machine_count if updated_count is None else updated_count
+
+    def condition(kind: str, value: bool) -> dict[str, str]:
+        return {"type": kind, "status": "True" if value else "False", "reason": "", "message": "",
+                "lastTransitionTime": "2026-11-01T00:00:00Z"}
+
+    return {
+        "apiVersion": "machineconfiguration.openshift.io/v1", "kind": "MachineConfigPool",
+        "metadata": {"name": name, "labels": {f"pools.operator.machineconfiguration.openshift.io/{name}": ""}},
+        "spec": {
+            "configuration": {"name": target or config},
+            "machineConfigSelector": {"matchLabels": {"machineconfiguration.openshift.io/role": name}},
+            "nodeSelector": {"matchLabels": node_selector or {f"node-role.kubernetes.io/{name}": ""}},
+            "paused": False,
+        },
+        "status": {
+            "configuration": {"name": config},
+            "machineCount": machine_count, "readyMachineCount": updated, "updatedMachineCount": updated,
+            "unavailableMachineCount": 0 if not updating else 1, "degradedMachineCount": 1 if degraded else 0,
+            "observedGeneration": 2,
+            "conditions": [
+                condition("Updated", not updating and not degraded), condition("Updating", updating),
+                condition("Degraded", degraded), condition("NodeDegraded", degraded),
+                condition("RenderDegraded", False),
+            ],
+        },
+    }
+
+
+def driver_toolkit(releases: list[str], latest: str) -> list[dict[str, Any]]:
+    """The `openshift/driver-toolkit` ImageStream and its `latest` ImageStreamTag."""
+    tags = [RELEASES[r] for r in releases]
+    rhcos_latest, kernel_latest, rt_latest = RELEASES[latest]
+    stream = {
+        "apiVersion": "image.openshift.io/v1", "kind": "ImageStream",
+        "metadata": {"name": "driver-toolkit", "namespace": "openshift"},
+        "spec": {"lookupPolicy": {"local": False}, "tags": [
+            {"name": rhcos, "from": {"kind": "DockerImage", "name": dtk_pullspec(rhcos)},
+             "importPolicy": {"scheduled": False}, "referencePolicy": {"type": "Source"}} for rhcos, _, _ in tags
+        ] + [{"name": "latest", "from": {"kind": "DockerImage", "name": dtk_pullspec(rhcos_latest)},
+              "referencePolicy": {"type": "Source"}}]},
+        "status": {
+            "dockerImageRepository": "image-registry.openshift-image-registry.svc:5000/openshift/driver-toolkit",
+            "tags": [{"tag": rhcos, "items": [{"dockerImageReference": dtk_pullspec(rhcos),
+                                                "image": digest("driver-toolkit " + rhcos),
+                                                "created": "2026-11-01T00:00:00Z", "generation": 2}]}
+                     for rhcos, _, _ in tags]
+                    + [{"tag": "latest", "items": [{"dockerImageReference": dtk_pullspec(rhcos_latest),
+                                                     "image": digest("driver-toolkit " + rhcos_latest),
+                                                     "created": "2026-11-01T00:00:00Z", "generation": 2}]}],
+        },
+    }
+    latest_tag = {
+        "apiVersion": "image.openshift.io/v1", "kind": "ImageStreamTag",
+        "metadata": {"name": "driver-toolkit:latest", "namespace": "openshift"},
+        "tag": {"name": "latest", "from": {"kind": "DockerImage", "name": dtk_pullspec(rhcos_latest)}},
+        "image": {
+            "metadata": {"name": digest("driver-toolkit " + rhcos_latest)},
+            "dockerImageReference": dtk_pullspec(rhcos_latest),
+            "dockerImageMetadata": {"Config": {"Labels": {
+                "kernel-version": kernel_latest, "kernel-rt-version": rt_latest,
+                "io.openshift.os.streamclass": "rhel-9",
+                "io.openshift.build.versions": f"machine-os={rhcos_latest}",
+            }}},
+        },
+    }
+    return [stream, latest_tag]
+
+
+def workers(count: int, release: str = "4.16", *, prefix: str = "worker", role: str = "worker",
+            realtime: bool = False, **kwargs: Any) -> list[dict[str, Any]]:
+    rhcos, kernel, rt = RELEASES[release]
+    return [node(f"{prefix}-{i}", kernel=rt if realtime else kernel, rhcos=rhcos, role=role, **kwargs)
+            for i in range(count)]
+
+
+def default_cluster() -> list[dict[str, Any]]:
+    """Three masters and three workers on 4.16, settled, with the Driver Toolkit ImageStream."""
+    rhcos = RELEASES["4.16"][0]
+    objects: list[dict[str, Any]] = []
+    objects += workers(3, prefix="master", role="master")
+    objects += workers(3, allocatable={"hugepages-2Mi": "16Gi", "openshift.io/ens6f0np0": "7",
+                                       "openshift.io/ens6f1np1": "7"})
+    objects.append(pool("master", machine_count=3, config=rendered("master", rhcos)))
+    objects.append(pool("worker", machine_count=3, config=rendered("worker", rhcos)))
+    objects += driver_toolkit(["4.16"], latest="4.16")
+    return objects

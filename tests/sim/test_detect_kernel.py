@@ -1,0 +1,217 @@
+"""detect-kernel against the simulated OpenShift: every param, result and error of the command."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from cssr_tasks import detect_kernel
+from cssr_tasks.errors import ConfigError, CssrError
+from cssr_tasks.sim import SimulatedCluster
+from cssr_tasks.sim import fixtures as fx
+
+K416 = fx.RELEASES["4.16"][1]
+K417 = fx.RELEASES["4.17"][1]
+RT416 = fx.RELEASES["4.16"][2]
+RT417 = fx.RELEASES["4.17"][2]
+RHCOS416 = fx.RELEASES["4.16"][0]
+RHCOS417 = fx.RELEASES["4.17"][0]
+
+
+def params(**env: str) -> detect_kernel.Params:
+    return detect_kernel.Params.from_env({f"PARAM_{k.upper()}": v for k, v in env.items()})
+
+
+def test_settled_cluster_gives_one_kernel_and_its_dtk(sim, cluster, log):
+    result = detect_kernel.run(params(), cluster=cluster, log=log)
+    assert result.kernel_versions == [K416]
+    assert result.kernel_set_id == hashlib.sha256(K416.encode()).hexdigest()[:12]
+    assert result.primary_kernel == K416
+    assert result.rhcos_versions == {K416: RHCOS416}
+    assert result.dtk_images == {K416: fx.dtk_pullspec(RHCOS416)}
+    assert result.node_count == 3
+    assert "found 3 node(s)" in log.text
+
+
+def test_masters_are_not_targets_unless_selected(sim, cluster, log):
+    result = detect_kernel.run(params(node_selector="node-role.kubernetes.io/master="), cluster=cluster, log=log)
+    assert result.node_count == 3
+    assert all(r.query.get("labelSelector") == "node-role.kubernetes.io/master=" for r in sim.requests
+               if r.resource == "nodes")
+
+
+def test_pool_node_selector_replaces_node_selector(sim, cluster, log):
+    sim.load(fx.workers(2, prefix="cnf", role="worker-cnf", realtime=True))
+    sim.put(fx.pool("worker-cnf", machine_count=2, config=fx.rendered("worker-cnf", RHCOS416)))
+    result = detect_kernel.run(params(pool="worker-cnf", node_selector="does-not=matter"), cluster=cluster, log=log)
+    assert result.node_count == 2
+    # realtime nodes: the RT kernel of the newest DTK is the upgrade target, and it equals the running one
+    assert result.kernel_versions == sorted([RT416, K416])
+    assert "pool worker-cnf selects nodes with 'node-role.kubernetes.io/worker-cnf='" in log.text
+
+
+def test_missing_pool_is_a_config_error(cluster, log):
+    with pytest.raises(ConfigError, match="MachineConfigPool nope not found"):
+        detect_kernel.run(params(pool="nope"), cluster=cluster, log=log)
+
+
+def test_upgrade_target_joins_the_set_before_any_node_reboots(sim, cluster, log):
+    sim.load(fx.driver_toolkit(["4.16", "4.17"], latest="4.17"))
+    result = detect_kernel.run(params(), cluster=cluster, log=log)
+    assert result.kernel_versions == sorted([K416, K417])
+    assert result.primary_kernel == K416
+    assert result.rhcos_versions == {K416: RHCOS416, K417: RHCOS417}
+    assert result.dtk_images == {K416: fx.dtk_pullspec(RHCOS416), K417: fx.dtk_pullspec(RHCOS417)}
+    assert f"newest Driver Toolkit kernel {K417}: added as the upgrade target" in log.text
+
+
+def test_upgrade_target_can_be_left_out(sim, cluster, log):
+    sim.load(fx.driver_toolkit(["4.16", "4.17"], latest="4.17"))
+    result = detect_kernel.run(params(include_upgrade_target="false"), cluster=cluster, log=log)
+    assert result.kernel_versions == [K416]
+    assert not any(r.resource == "imagestreamtags" for r in sim.requests)
+
+
+def test_realtime_nodes_add_the_rt_target_and_count_as_their_own_kernel(sim, cluster, log):
+    sim.load(fx.driver_toolkit(["4.16", "4.17"], latest="4.17"))
+    sim.load(fx.workers(1, prefix="rt", realtime=True))
+    result = detect_kernel.run(params(), cluster=cluster, log=log)
+    assert result.kernel_versions == sorted([K416, RT416, K417, RT417])
+    assert result.primary_kernel == K416
+    assert f"kernel {RT416} (realtime) on 1 node(s): rt-0" in log.text
+
+
+def test_rt_target_is_not_added_without_realtime_nodes(sim, cluster, log):
+    sim.load(fx.driver_toolkit(["4.16", "4.17"], latest="4.17"))
+    result = detect_kernel.run(params(), cluster=cluster, log=log)
+    assert RT417 not in result.kernel_versions
+
+
+@pytest.mark.parametrize("kernel", ["5.14.0-284.rt14.347.el9_2.x86_64", "5.14.0-427.40.1.el9_4.x86_64+rt"],
+                         ids=["rhel92-rt-infix", "rhel94-rt-suffix"])
+def test_realtime_kernel_forms_are_kernels_of_their_own(sim, cluster, log, kernel):
+    sim.put(fx.node("rt-0", kernel=kernel, rhcos=RHCOS416))
+    result = detect_kernel.run(params(include_upgrade_target="false"), cluster=cluster, log=log)
+    assert result.kernel_versions == sorted([K416, kernel])
+    assert "(realtime)" in log.text
+
+
+def test_trailing_plus_is_stripped(sim, cluster, log):
+    sim.put(fx.node("worker-0", kernel=K416 + "+", rhcos=RHCOS416))
+    result = detect_kernel.run(params(include_upgrade_target="false"), cluster=cluster, log=log)
+    assert result.kernel_versions == [K416]
+
+
+def test_mixed_kernels_primary_is_the_majority(sim, cluster, log):
+    sim.put(fx.node("worker-0", kernel=K417, rhcos=RHCOS417))
+    result = detect_kernel.run(params(include_upgrade_target="false"), cluster=cluster, log=log)
+    assert result.kernel_versions == sorted([K416, K417])
+    assert result.primary_kernel == K416  # two nodes against one
+
+
+def test_mixed_kernels_tie_goes_to_the_higher_version(sim, cluster, log):
+    sim.delete("v1", "Node", "worker-2")
+    sim.put(fx.node("worker-0", kernel=K417, rhcos=RHCOS417))
+    result = detect_kernel.run(params(include_upgrade_target="false"), cluster=cluster, log=log)
+    assert result.primary_kernel == K417
+
+
+def test_mixed_kernels_refused_names_the_nodes_of_each(sim, cluster, log):
+    sim.put(fx.node("worker-0", kernel=K417, rhcos=RHCOS417))
+    with pytest.raises(CssrError) as e:
+        detect_kernel.run(params(allow_mixed_kernels="false"), cluster=cluster, log=log)
+    assert f"{K416} on worker-1, worker-2" in str(e.value)
+    assert f"{K417} on worker-0" in str(e.value)
+
+
+def test_missing_dtk_imagestream_logs_one_line_and_goes_on(sim, cluster, log):
+    sim.delete("image.openshift.io/v1", "ImageStream", "driver-toolkit", "openshift")
+    result = detect_kernel.run(params(), cluster=cluster, log=log)
+    assert result.kernel_versions == [K416]
+    assert result.dtk_images == {}
+    assert log.text.count("driver-toolkit not found") == 1
+
+
+def test_kernel_without_dtk_tag_is_kept_and_warned(sim, cluster, log):
+    sim.put(fx.node("worker-0", kernel="5.14.0-999.el9_6.x86_64", rhcos="999.96.202601010000-0"))
+    result = detect_kernel.run(params(), cluster=cluster, log=log)
+    assert "5.14.0-999.el9_6.x86_64" in result.kernel_versions
+    assert "5.14.0-999.el9_6.x86_64" not in result.dtk_images
+    assert "no Driver Toolkit image for kernel 5.14.0-999.el9_6.x86_64" in log.text
+
+
+def test_no_matching_node_names_the_selector(cluster, log):
+    with pytest.raises(ConfigError, match="no node matches the selector 'node-role.kubernetes.io/gpu='"):
+        detect_kernel.run(params(node_selector="node-role.kubernetes.io/gpu="), cluster=cluster, log=log)
+
+
+def test_empty_kernel_field_names_the_node(sim, cluster, log):
+    bad = fx.node("worker-1", kernel="", rhcos=RHCOS416)
+    sim.put(bad)
+    with pytest.raises(CssrError, match="node worker-1 reports no kernel version"):
+        detect_kernel.run(params(), cluster=cluster, log=log)
+
+
+def test_lists_are_paginated(sim, cluster, log):
+    sim.load(fx.workers(1200, prefix="many"))
+    result = detect_kernel.run(params(), cluster=cluster, log=log)
+    assert result.node_count == 1203
+    pages = [r for r in sim.requests if r.resource == "nodes"]
+    assert len(pages) == 3
+    assert all(r.query["limit"] == "500" for r in pages)
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"PARAM_INCLUDE_UPGRADE_TARGET": "maybe"}, "include-upgrade-target='maybe' is not a boolean"),
+    ({"PARAM_NODE_SELECTOR": "a b c"}, "label selector 'a b c' is not valid"),
+    ({"PARAM_POOL": "Worker CNF"}, "param pool='Worker CNF' is not valid"),
+], ids=["bad-bool", "bad-selector", "bad-pool"])
+def test_invalid_params_fail_before_any_request(env, message):
+    with pytest.raises(ConfigError, match=message):
+        detect_kernel.Params.from_env(env)
+
+
+def test_cli_writes_results_without_trailing_newline(sim, run_cli):
+    run = run_cli(["detect-kernel"], {"PARAM_NODE_SELECTOR": "node-role.kubernetes.io/worker="}, sim=sim)
+    assert run.code == 0, run.err
+    assert set(run.results) == {"kernel-versions", "kernel-set-id", "primary-kernel", "rhcos-versions",
+                                "dtk-images", "node-count"}
+    assert json.loads(run.results["kernel-versions"]) == [K416]
+    assert run.results["node-count"] == "3"
+    assert not any(v.endswith("\n") for v in run.results.values())
+    assert "[detect-kernel] found 3 node(s)" in run.err
+
+
+def test_cli_option_wins_over_environment(sim, run_cli):
+    run = run_cli(["detect-kernel", "--node-selector", "node-role.kubernetes.io/master="],
+                  {"PARAM_NODE_SELECTOR": "node-role.kubernetes.io/gpu="}, sim=sim)
+    assert run.code == 0, run.err
+    assert run.results["node-count"] == "3"
+    assert any(r.query.get("labelSelector") == "node-role.kubernetes.io/master=" for r in sim.requests)
+
+
+def test_cli_no_match_exits_2_with_one_line(sim, run_cli):
+    run = run_cli(["detect-kernel"], {"PARAM_NODE_SELECTOR": "node-role.kubernetes.io/gpu="}, sim=sim)
+    assert run.code == 2
+    errors = [line for line in run.err.splitlines() if "error:" in line]
+    assert errors == ["[detect-kernel] error: no node matches the selector 'node-role.kubernetes.io/gpu='; "
+                      "check the node-selector or pool param against `oc get nodes --show-labels`"]
+    assert run.results == {}
+
+
+def test_cli_simulated_flag_runs_the_embedded_cluster(run_cli):
+    run = run_cli(["detect-kernel", "--simulated"])
+    assert run.code == 0, run.err
+    assert run.results["kernel-set-id"] == hashlib.sha256(K416.encode()).hexdigest()[:12]
+
+
+def test_cli_unreachable_cluster_is_one_clear_line(run_cli, tmp_path):
+    with SimulatedCluster() as dead:
+        kubeconfig = dead.write_kubeconfig(tmp_path / "dead-kubeconfig")
+    run = run_cli(["detect-kernel", "--kubeconfig", str(kubeconfig)], {"CSSR_RETRY_ATTEMPTS": "2"})
+    assert run.code == 1
+    assert "cannot reach http://127.0.0.1" in run.err
+    assert "attempt 1/2" in run.err
+    assert "Traceback" not in run.err
