@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,21 +14,7 @@ from cssr_tasks.cluster import Cluster, RetrySettings
 from cssr_tasks.log import Log
 from cssr_tasks.sim import SimulatedCluster
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def crd_dir() -> Path:
-    return Path(os.environ.get("CSSR_CRD_DIR") or REPO.parent / "shared" / "crds")
-
-
-def require_tool(*names: str) -> None:
-    """Skip when a system tool is missing, except under CI, where a missing tool is a failure."""
-    missing = [n for n in names if not (shutil.which(n) or Path(n).exists())]
-    if missing:
-        message = f"missing tool(s): {', '.join(missing)}; run scripts/install-system-deps"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+from support import REPO, crd_dir, require_tool  # noqa: F401  (re-exported for older imports)
 
 
 @pytest.fixture(autouse=True)

@@ -33,7 +33,8 @@ COMMANDS: dict[str, str] = {
     "build-kmods": "cssr_tasks.build_kmods",
     "verify-kmods": "cssr_tasks.verify_kmods",
     "render": "cssr_tasks.render",
-    "apply": "cssr_tasks.apply",
+    "apply-manifests": "cssr_tasks.apply_manifests",
+    "apply": "cssr_tasks.apply_manifests",  # the short name users type; same module as the Task's
     "smoke-test": "cssr_tasks.smoke_test",
     "report": "cssr_tasks.report",
     "watch-pools": "cssr_tasks.watch_pools",

@@ -411,25 +411,30 @@ class Emulator(kmock.KubernetesEmulator):
         label_selector = r.query.get("labelSelector", "")
         field_selector = r.query.get("fieldSelector", "")
         try:
-            selectors.parse(label_selector)
+            requirements = selectors.parse(label_selector)
         except Exception as e:  # a real API server answers 400 for a bad selector
             return self._status(400, "BadRequest", f"unable to parse requirement: {e}")
-        with self.store.lock:
-            rv = self.store.rv
-            items = [o for o in self.store.items(res_key, r.namespace)
-                     if selectors.matches(label_selector, o["metadata"].get("labels"))
-                     and field_matches(field_selector, o)]
         limit = int(r.query.get("limit") or 0)
         offset = 0
-        if r.query.get("continue"):
-            token = json.loads(base64.urlsafe_b64decode(r.query["continue"]))
-            offset, rv = token["offset"], token["rv"]
-        page = items[offset: offset + limit] if limit else items[offset:]
+        with self.store.lock:
+            rv = self.store.rv
+            if r.query.get("continue"):
+                token = json.loads(base64.urlsafe_b64decode(r.query["continue"]))
+                offset, rv = token["offset"], token["rv"]
+            # Filter the live objects and serialize only the page, under the lock: a copy of
+            # every object per page would make large simulated clusters quadratic.
+            matching = sorted(
+                (o for (res, ns, _), o in self.store.objects.items()
+                 if res == res_key and (r.namespace is None or ns == r.namespace)
+                 and all(q.matches(o["metadata"].get("labels") or {}) for q in requirements)
+                 and field_matches(field_selector, o)),
+                key=lambda o: (o["metadata"].get("namespace") or "", o["metadata"]["name"]))
+            page = json.loads(json.dumps(matching[offset: offset + limit] if limit else matching[offset:]))
         meta: dict[str, Any] = {"resourceVersion": str(rv)}
-        if limit and offset + limit < len(items):
+        if limit and offset + limit < len(matching):
             meta["continue"] = base64.urlsafe_b64encode(
                 json.dumps({"offset": offset + limit, "rv": rv}).encode()).decode()
-            meta["remainingItemCount"] = len(items) - offset - limit
+            meta["remainingItemCount"] = len(matching) - offset - limit
         kind = _PLURAL_KIND.get(res_key[2], res_key[2].capitalize())
         api_version = f"{res_key[0]}/{res_key[1]}" if res_key[0] else res_key[1]
         return aiohttp.web.json_response({"apiVersion": api_version, "kind": f"{kind}List",
