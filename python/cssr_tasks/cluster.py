@@ -19,6 +19,7 @@ from urllib.parse import quote, urlencode
 
 import tenacity
 import urllib3
+import yaml
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
@@ -184,7 +185,7 @@ class Cluster:
                 k8s_config.load_kube_config(config_file=path, client_configuration=cfg)  # type: ignore[no-untyped-call]
             else:
                 k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        except (k8s_config.ConfigException, OSError, ValueError, TypeError) as e:
+        except (k8s_config.ConfigException, OSError, ValueError, TypeError, yaml.YAMLError) as e:
             source = f"kubeconfig {path}" if path else "the in-cluster service account"
             raise ConfigError(f"could not load {source}: {e}; pass --kubeconfig or set KUBECONFIG") from e
         return cls.from_configuration(cfg, log=log, retry=retry, verify_tls=verify_tls)
@@ -234,8 +235,6 @@ class Cluster:
         elif body is not None:
             headers["Content-Type"] = "application/json"
         self.api.update_params_for_auth(headers, None, ["BearerToken"], path, method, body)
-        if isinstance(body, (dict, list)):
-            body = json.dumps(body)
         try:
             if stream:
                 return self.api.rest_client.pool_manager.request(
