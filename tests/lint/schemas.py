@@ -72,7 +72,11 @@ def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
                 schema = version.get("schema", {}).get("openAPIV3Schema")
                 if schema:
                     key = (f"{spec['group']}/{version['name']}", spec["names"]["kind"])
-                    schemas[key] = _strict(copy.deepcopy(schema))
+                    strict = _strict(copy.deepcopy(schema))
+                    # The API server accepts these on every object, whether the root schema lists them or not.
+                    for field, kind in (("apiVersion", "string"), ("kind", "string"), ("metadata", "object")):
+                        strict.setdefault("properties", {}).setdefault(field, {"type": kind})
+                    schemas[key] = strict
     return schemas
 
 

@@ -2,7 +2,7 @@
 
 kmock parses requests, serves discovery and runs the HTTP server. Where it falls short of a
 real API server (label and field selectors, pagination, server-side apply that creates, PUT,
-resourceVersion and optimistic concurrency, watch resumption with 410 Gone, list kinds), the
+resourceVersion and optimistic concurrency, watch resumption with 410 Gone, list kinds, pods/log), the
 emulator below implements the behaviour itself, over its own thread-safe store. Every request
 is recorded, so that tests and the RBAC check can read what a step asked of the cluster.
 
@@ -15,6 +15,7 @@ import asyncio
 import base64
 import copy
 import json
+import re
 import threading
 import time
 import uuid
@@ -37,6 +38,9 @@ ObjectKey = tuple[ResourceKey, str | None, str]  # (resource, namespace, name)
 
 _PLURAL_KIND = {plural: kind for kind, (plural, _) in KINDS.items()}
 _NAMESPACED = {plural: namespaced for _, (plural, namespaced) in KINDS.items()}
+# kmock reads /api/v1/namespaces/<x> as "namespace <x>" and fails on /api/v1/namespaces: the emulator
+# routes the Namespace resource itself.
+_NAMESPACE_PATH = re.compile(r"/api/v1/namespaces(?:/(?P<name>[^/]+)(?:/(?P<sub>status|finalize))?)?/?")
 
 
 @dataclass
@@ -232,7 +236,26 @@ class Emulator(kmock.KubernetesEmulator):
     # Called after every successful write, under the store lock: (emulator, record, object).
     # Simulated controllers (rollouts, operators) hook in here.
     controllers: list[Callable[[Emulator, Recorded, dict[str, Any] | None], None]] = attrs.field(factory=list)
+    # Called before a write is stored, under the store lock: (record, old or None, new) -> None to admit,
+    # or the reason to reject it with 422 Invalid (immutable fields, as the real API server validates).
+    admission: list[Callable[[Recorded, dict[str, Any] | None, dict[str, Any]], str | None]] = attrs.field(
+        factory=list)
+    # Container logs, served as text by GET pods/<name>/log as the kubelet would: (namespace, pod,
+    # container) -> text. Nothing runs containers here: simulated controllers that "run" a pod write it.
+    logs: dict[tuple[str, str, str], str] = attrs.field(factory=dict)
     loop: asyncio.AbstractEventLoop | None = None
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        match = _NAMESPACE_PATH.fullmatch(raw_request.path)
+        if match is None:
+            return await super().__call__(raw_request)
+        request = kmock.Request(
+            raw_request=raw_request, url=raw_request.url, method=raw_request.method,
+            params=dict(raw_request.query), headers=dict(raw_request.headers),
+            body=await raw_request.read(), text=await raw_request.text(),
+            resource=kmock.resource(group="", version="v1", plural="namespaces"),
+            namespace=None, name=match["name"], subresource=match["sub"])
+        return await self._handle(request)
 
     def _get_resources(self) -> list[Any]:
         resources = set(super()._get_resources())
@@ -320,10 +343,14 @@ class Emulator(kmock.KubernetesEmulator):
             with self.store.lock:
                 if self.store.get(key) is not None:
                     return self._status(409, "AlreadyExists", f'{r.resource} "{key[2]}" already exists')
+                if (reason := self._admit(r, None, body)) is not None:
+                    return self._status(422, "Invalid", reason)
                 obj, r.wrote = self.store.put(key, body)
                 self._after_write(r, obj)
             return aiohttp.web.json_response(obj, status=201)
         key = self._key(request)
+        if r.verb == "get" and r.resource == "pods" and r.subresource == "log":
+            return self._log(key, r)
         if r.verb == "get":
             found = self.store.get(key)
             if found is None:
@@ -347,6 +374,8 @@ class Emulator(kmock.KubernetesEmulator):
                     return self._status(409, "Conflict", "the object has been modified; please apply your "
                                                           "changes to the latest version and try again")
                 new = self._subresource_write(old, body, r.subresource, replace=True)
+                if (reason := self._admit(r, old, new)) is not None:
+                    return self._status(422, "Invalid", reason)
                 obj, r.wrote = self.store.put(key, new)
                 self._after_write(r, obj)
             return aiohttp.web.json_response(obj)
@@ -363,6 +392,8 @@ class Emulator(kmock.KubernetesEmulator):
                 else:
                     new = self._patch(old, body, r.content_type, r.subresource)
                     status = 200
+                if (reason := self._admit(r, old, new)) is not None:
+                    return self._status(422, "Invalid", reason)
                 if r.query.get("dryRun"):
                     return aiohttp.web.json_response(new, status=status)
                 obj, r.wrote = self.store.put(key, new)
@@ -370,6 +401,24 @@ class Emulator(kmock.KubernetesEmulator):
                     self._after_write(r, obj)
             return aiohttp.web.json_response(obj, status=status)
         return self._status(405, "MethodNotAllowed", f"{r.method} is not supported here")
+
+    def _log(self, key: ObjectKey, r: Recorded) -> aiohttp.web.Response:
+        """pods/log: text/plain, with the API server's errors for a missing pod or container."""
+        pod = self.store.get(key)
+        if pod is None:
+            return self._status(404, "NotFound", f'pods "{key[2]}" not found')
+        names = [c.get("name", "") for c in (pod.get("spec") or {}).get("containers") or []]
+        container = r.query.get("container") or (names[0] if len(names) == 1 else "")
+        if not container:
+            return self._status(400, "BadRequest", f"a container name must be specified for pod {key[2]}, "
+                                                   f"choose one of: {names}")
+        if container not in names:
+            return self._status(400, "BadRequest", f"container {container} is not valid for pod {key[2]}")
+        text = self.logs.get((key[1] or "", key[2], container))
+        if text is None:
+            return self._status(400, "BadRequest", f'container "{container}" in pod "{key[2]}" is waiting to '
+                                                   "start: ContainerCreating")
+        return aiohttp.web.Response(text=text, content_type="text/plain")
 
     @staticmethod
     def _subresource_write(old: dict[str, Any], body: Any, subresource: str | None, replace: bool) -> dict[str, Any]:
@@ -402,6 +451,13 @@ class Emulator(kmock.KubernetesEmulator):
         if "strategic" in content_type:
             return dict(strategic_merge(old, body))
         return dict(merge_patch(old, body))
+
+    def _admit(self, record: Recorded, old: dict[str, Any] | None, new: dict[str, Any]) -> str | None:
+        for check in list(self.admission):
+            reason = check(record, old, new)
+            if reason is not None:
+                return reason
+        return None
 
     def _after_write(self, record: Recorded, obj: dict[str, Any] | None) -> None:
         for controller in list(self.controllers):

@@ -1,0 +1,531 @@
+"""Rendering the deployment, offline: params, schemas, PoC fidelity field by field, and `cssr-tasks render`.
+
+Every object of several param sets validates against the Kubernetes schemas and the CRDs in
+../shared/crds (or $CSSR_CRD_DIR); the default StatefulSet keeps every field of the PoC's that has a
+purpose and drops the ones the API server rejects or sets itself; each invalid param gives its own
+error; the render command writes the same objects to files or stdout without any cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cssr_tasks import cli, manifests, render
+from cssr_tasks.errors import ConfigError
+from cssr_tasks.manifests import Params
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lint"))
+from schemas import validate_object  # the lint gate's validator, shared
+
+DIGEST = "sha256:" + "ab" * 32
+PARAM_SETS = {
+    "default": {},
+    "sriov-shared-1G-profile": {
+        "network-mode": "sriov", "resource-name": "cssr_vfs", "pf-names": '["ens1f0", "ens1f1"]',
+        "device-type": "vfio-pci", "hugepages-size": "1G", "hugepages-count": "16", "hugepages-request": "8Gi",
+        "hugepages-method": "performanceprofile", "cpu-reserved": "0-1", "cpu-isolated": "2-31",
+        "node-selector": "node-role.kubernetes.io/worker-cnf=", "pool": "worker-cnf", "memory": "8Gi",
+        "kernel-args": "intel_iommu=on iommu=pt"},
+    "sriov-per-pf-networks": {
+        "network-mode": "sriov", "namespace": "cssr-lab", "replicas": "3",
+        "networks": '[{"name": "ens6f0np0-sriovnetwork", "interface": "net1"}, '
+                    '{"name": "ens6f1np1-sriovnetwork", "interface": "net2"}, {"name": "mgmt", "namespace": "infra"}]',
+        "init-image-digest": DIGEST, "images-namespace": "images"},
+    "no-hugepages-default-storage": {
+        "hugepages-method": "none", "modules-storage-class": "", "data-storage-class": "", "node-selector": "",
+        "kernel-args": "", "images-namespace": ""},
+}
+
+
+def params(**env: str) -> Params:
+    return Params.from_env({f"PARAM_{k.upper().replace('-', '_')}": v for k, v in env.items()})
+
+
+def by_kind(rendered: list[manifests.Manifest], kind: str) -> list[dict]:
+    return [m.obj for m in rendered if m.kind == kind]
+
+
+def one(rendered: list[manifests.Manifest], kind: str) -> dict:
+    [obj] = by_kind(rendered, kind)
+    return obj
+
+
+@pytest.fixture
+def default() -> list[manifests.Manifest]:
+    return manifests.render(params())
+
+
+# -- schemas ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env", PARAM_SETS.values(), ids=PARAM_SETS.keys())
+def test_every_rendered_object_validates(env):
+    rendered = manifests.render(params(**env))
+    assert rendered
+    problems = [p for m in rendered for p in validate_object(m.obj)]
+    assert problems == []
+
+
+@pytest.mark.parametrize("env", PARAM_SETS.values(), ids=PARAM_SETS.keys())
+def test_yaml_output_reads_back_as_the_same_objects(env):
+    for manifest in manifests.render(params(**env)):
+        assert yaml.safe_load(manifests.to_yaml(manifest.obj)) == manifest.obj
+
+
+def test_values_cannot_inject_yaml():
+    # accepted values that are YAML syntax stay plain strings: the templates are filled as data
+    rendered = manifests.render(params(**{"kernel-args": '["a=#x", "b=*alias", "c={d}", "e=&f", "g=\'h\'"]'}))
+    mc = one(rendered, "MachineConfig")
+    assert mc["spec"]["kernelArguments"][3:] == ["a=#x", "b=*alias", "c={d}", "e=&f", "g='h'"]
+    assert yaml.safe_load(manifests.to_yaml(mc)) == mc
+
+
+def test_the_validator_catches_what_it_should():
+    sts = one(manifests.render(params()), "StatefulSet")
+    sts["spec"]["strategy"] = {}  # the PoC's mistake
+    assert any("strategy" in p for p in validate_object(sts))
+    policy = one(manifests.render(params(**{"pf-names": "ens1f0"})), "SriovNetworkNodePolicy")
+    policy["spec"]["deviceType"] = "igb_uio"
+    assert any("deviceType" in p for p in validate_object(policy))
+    nad = one(manifests.render(params(**{"pf-names": "ens1f0"})), "NetworkAttachmentDefinition")
+    nad["spec"]["confg"] = nad["spec"].pop("config")
+    assert any("confg" in p for p in validate_object(nad))
+
+
+# -- the PoC, field by field --------------------------------------------------------------------------
+
+
+def test_statefulset_keeps_the_pocs_shape(default):
+    sts = one(default, "StatefulSet")
+    assert sts["apiVersion"] == "apps/v1"
+    assert sts["metadata"]["name"] == "cssr"
+    assert sts["metadata"]["namespace"] == "cssr"
+    assert sts["spec"]["replicas"] == 1
+    assert sts["spec"]["selector"] == {"matchLabels": {"app": "cssr"}}
+    template = sts["spec"]["template"]
+    assert template["metadata"]["labels"] == {"app": "cssr"}
+    # the README's "pay attention to" annotation: the PoC's two macvlan networks
+    assert json.loads(template["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"]) == [
+        {"name": "ens6f0np0-macvlan"}, {"name": "ens6f1np1-macvlan"}]
+    pod = template["spec"]
+    assert pod["serviceAccountName"] == "privileged"
+    assert pod["nodeSelector"] == {"node-role.kubernetes.io/worker": ""}
+    assert [c["name"] for c in pod["initContainers"]] == ["init-modules", "cssr-init-data", "cssr-kmod-builder"]
+    assert [c["name"] for c in pod["containers"]] == ["128t"]
+
+
+def test_init_modules_runs_cssr_init_on_the_modules_volume(default):
+    init = one(default, "StatefulSet")["spec"]["template"]["spec"]["initContainers"][0]
+    assert init["image"] == "image-registry.openshift-image-registry.svc:5000/cssr-deploy/cssr-init:latest"
+    assert init["command"] == ["/bin/sh", "/usr/local/bin/cssr-init"]  # the image's ENTRYPOINT
+    assert init["env"] == [{"name": "CSSR_VOLUME", "value": "/mnt/modules-volume"}]
+    assert init["volumeMounts"] == [{"mountPath": "/mnt/modules-volume", "name": "modules"}]
+    assert "securityContext" not in init  # as in the PoC: it only copies files
+
+
+def test_init_modules_matches_the_image_that_build_init_image_makes(default):
+    from cssr_tasks import build_init_image
+
+    init = one(default, "StatefulSet")["spec"]["template"]["spec"]["initContainers"][0]
+    assert init["command"][-1] == build_init_image.IMAGE_ENTRYPOINT
+    assert init["volumeMounts"][0]["mountPath"] == build_init_image.VOLUME
+    assert init["image"].rsplit(":", 1)[0] == build_init_image.DEFAULT_REPOSITORY
+
+
+def test_init_data_copies_only_what_is_missing(default):
+    init = one(default, "StatefulSet")["spec"]["template"]["spec"]["initContainers"][1]
+    assert init["image"] == "quay.io/juniper-128t/128t-5121:latest"
+    assert init["imagePullPolicy"] == "IfNotPresent"
+    assert init["securityContext"] == {"privileged": True}
+    assert init["command"] == ["/bin/bash"]
+    assert init["args"] == ["-c", "set -x && "
+                            "if [ ! -d /mnt/var-128technology ]; then cp -RPfp /var/128technology "
+                            "/mnt/var-128technology; fi && "
+                            "if [ ! -d /mnt/etc-128t-monitoring ]; then cp -RPfp /etc/128t-monitoring "
+                            "/mnt/etc-128t-monitoring; fi"]
+    assert init["volumeMounts"] == [{"mountPath": "/mnt", "name": "cssr-data"}]
+
+
+def test_kmod_builder_skips_when_both_modules_exist(default):
+    init = one(default, "StatefulSet")["spec"]["template"]["spec"]["initContainers"][2]
+    assert init["image"] == "quay.io/juniper-128t/kmod-builder-51:latest"
+    assert init["securityContext"] == {"privileged": True}
+    assert init["command"] == ["/bin/bash"]
+    script = init["args"][1]
+    assert init["args"][0] == "-c"
+    assert 'export DPDK_PATH="/usr/lib/modules/$(uname -r)/dpdk"' in script
+    assert ("if [ ! -d ${DPDK_PATH} ] || [ ! -f ${DPDK_PATH}/igb_uio.ko ] || [ ! -f ${DPDK_PATH}/rte_kni.ko ]; "
+            "then /usr/bin/dpdk_build.sh /usr/share/128technology/dpdk/src; fi") in script
+    assert init["volumeMounts"] == [
+        {"mountPath": "/usr/lib/modules", "name": "modules", "subPath": "modules"},
+        {"mountPath": "/usr/src/kernels", "name": "modules", "subPath": "kernels"}]
+
+
+def test_router_container_keeps_resources_mounts_and_prestop(default):
+    router = one(default, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+    assert router["image"] == "quay.io/juniper-128t/128t-5121:latest"
+    assert router["imagePullPolicy"] == "IfNotPresent"
+    assert router["securityContext"] == {"privileged": True}
+    assert router["resources"] == {"requests": {"cpu": "2", "hugepages-2Mi": "4Gi"},
+                                   "limits": {"cpu": "2", "hugepages-2Mi": "4Gi"}}
+    assert router["volumeMounts"] == [
+        {"mountPath": "/usr/lib/modules", "name": "modules", "subPath": "modules"},
+        {"mountPath": "/dev", "name": "dev"},
+        {"mountPath": "/hugepages", "name": "hugepage"},
+        {"mountPath": "/var/128technology", "name": "cssr-data", "subPath": "var-128technology"},
+        {"mountPath": "/etc/128t-monitoring", "name": "cssr-data", "subPath": "etc-128t-monitoring"}]
+    assert router["lifecycle"] == {"preStop": {"exec": {"command": ["sh", "-c", "service 128T stop"]}}}
+
+
+def test_pod_volumes_tolerations_and_data_claims(default):
+    sts = one(default, "StatefulSet")
+    pod = sts["spec"]["template"]["spec"]
+    assert pod["volumes"] == [
+        {"name": "modules", "persistentVolumeClaim": {"claimName": "modules"}},
+        {"name": "dev", "hostPath": {"path": "/dev", "type": "Directory"}},
+        {"name": "hugepage", "emptyDir": {"medium": "HugePages"}}]
+    assert pod["tolerations"] == [
+        {"effect": "NoExecute", "key": "node.kubernetes.io/not-ready", "operator": "Exists", "tolerationSeconds": 300},
+        {"effect": "NoExecute", "key": "node.kubernetes.io/unreachable", "operator": "Exists",
+         "tolerationSeconds": 300},
+        {"effect": "NoSchedule", "key": "node.kubernetes.io/memory-pressure", "operator": "Exists"}]
+    assert sts["spec"]["volumeClaimTemplates"] == [{"metadata": {"name": "cssr-data"}, "spec": {
+        "accessModes": ["ReadWriteOnce"], "storageClassName": "ocs-storagecluster-cephfs",
+        "resources": {"requests": {"storage": "512Mi"}}}}]
+    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
+
+
+def test_statefulset_drops_what_the_api_server_rejects_or_sets(default):
+    sts = one(default, "StatefulSet")
+    pod = sts["spec"]["template"]["spec"]
+    assert "strategy" not in sts["spec"]
+    assert "status" not in sts
+    assert "creationTimestamp" not in sts["metadata"]
+    assert "creationTimestamp" not in sts["spec"]["template"]["metadata"]
+    annotations = sts["spec"]["template"]["metadata"]["annotations"]
+    assert "openshift.io/scc" not in annotations
+    assert annotations["openshift.io/required-scc"] == "privileged"
+    for dropped in ("preemptionPolicy", "securityContext", "serviceAccount"):
+        assert dropped not in pod
+    assert "modules-node" not in [v["name"] for v in pod["volumes"]]
+
+
+def test_modules_claim_is_the_pocs(default):
+    claim = one(default, "PersistentVolumeClaim")
+    assert claim["metadata"]["name"] == "modules"
+    assert claim["metadata"]["labels"]["app"] == "cssr"
+    assert claim["spec"] == {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "5Gi"}},
+                             "storageClassName": "ocs-storagecluster-cephfs", "volumeMode": "Filesystem"}
+
+
+def test_rbac_is_what_oc_adm_policy_creates(default):
+    account = one(default, "ServiceAccount")
+    assert account["metadata"] == {"name": "privileged", "namespace": "cssr", "labels": manifests.LABELS}
+    scc, puller = by_kind(default, "RoleBinding")
+    assert scc["metadata"]["name"] == "system:openshift:scc:privileged"
+    assert scc["metadata"]["namespace"] == "cssr"
+    assert scc["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                              "name": "system:openshift:scc:privileged"}
+    assert scc["subjects"] == [{"kind": "ServiceAccount", "name": "privileged", "namespace": "cssr"}]
+    assert puller["metadata"]["namespace"] == "cssr-deploy"
+    assert puller["metadata"]["name"] == "cssr-image-puller-cssr"  # never oc's shared system:image-puller
+    assert puller["roleRef"]["name"] == "system:image-puller"
+    assert puller["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                                   "name": "system:serviceaccounts:cssr"}]
+
+
+def test_namespace_allows_privileged_pods(default):
+    labels = one(default, "Namespace")["metadata"]["labels"]
+    assert {k: v for k, v in labels.items() if k.startswith("pod-security")} == {
+        "pod-security.kubernetes.io/enforce": "privileged", "pod-security.kubernetes.io/audit": "privileged",
+        "pod-security.kubernetes.io/warn": "privileged"}
+
+
+def test_sriov_objects_are_the_pocs_with_the_namespace_fixed(default):
+    policies = by_kind(default, "SriovNetworkNodePolicy")
+    assert [p["spec"]["resourceName"] for p in policies] == ["ens6f0np0", "ens6f1np1"]
+    assert policies[0]["metadata"]["namespace"] == "openshift-sriov-network-operator"
+    assert policies[0]["spec"] == {
+        "nodeSelector": {"node-role.kubernetes.io/worker": ""}, "resourceName": "ens6f0np0", "needVhostNet": False,
+        "isRdma": False, "numVfs": 8, "deviceType": "netdevice", "nicSelector": {"pfNames": ["ens6f0np0#1-7"]}}
+    networks = by_kind(default, "SriovNetwork")
+    assert [n["metadata"]["name"] for n in networks] == ["ens6f0np0-sriovnetwork", "ens6f1np1-sriovnetwork"]
+    assert networks[1]["spec"] == {"resourceName": "ens6f1np1", "networkNamespace": "cssr", "spoofChk": "off",
+                                   "trust": "on", "capabilities": '{"mac": true, "ips": true}'}
+
+
+def test_macvlan_networks_sit_on_vf0(default):
+    nads = by_kind(default, "NetworkAttachmentDefinition")
+    assert [n["metadata"]["name"] for n in nads] == ["ens6f0np0-macvlan", "ens6f1np1-macvlan"]
+    assert nads[0]["metadata"]["namespace"] == "cssr"
+    assert set(nads[0]) == {"apiVersion", "kind", "metadata", "spec"}  # the template's cni section is gone
+    assert json.loads(nads[1]["spec"]["config"]) == {
+        "cniVersion": "0.3.1", "name": "ens6f1np1-macvlan", "type": "macvlan", "master": "ens6f1v0",
+        "mode": "bridge", "promiscMode": "true"}
+
+
+def test_hugepages_machineconfig_is_the_pocs_for_the_pool(default):
+    mc = one(default, "MachineConfig")
+    assert mc["metadata"]["name"] == "05-worker-kernelarg-hugepages"
+    assert mc["metadata"]["labels"]["machineconfiguration.openshift.io/role"] == "worker"
+    assert mc["spec"] == {"config": {"ignition": {"version": "3.2.0"}}, "kernelArguments": [
+        "default_hugepagesz=2M", "hugepagesz=2M", "hugepages=8192", "intel_iommu=on"]}
+
+
+def test_apply_order_is_cluster_namespace_rbac_networks_storage_workload(default):
+    assert [m.stage for m in default] == sorted((m.stage for m in default), key=manifests.STAGES.index)
+    assert [str(m) for m in default] == [
+        "MachineConfig 05-worker-kernelarg-hugepages", "Namespace cssr", "ServiceAccount cssr/privileged",
+        "RoleBinding cssr/system:openshift:scc:privileged", "RoleBinding cssr-deploy/cssr-image-puller-cssr",
+        "SriovNetworkNodePolicy openshift-sriov-network-operator/cssr-ens6f0np0",
+        "SriovNetworkNodePolicy openshift-sriov-network-operator/cssr-ens6f1np1",
+        "SriovNetwork openshift-sriov-network-operator/ens6f0np0-sriovnetwork",
+        "SriovNetwork openshift-sriov-network-operator/ens6f1np1-sriovnetwork",
+        "NetworkAttachmentDefinition cssr/ens6f0np0-macvlan", "NetworkAttachmentDefinition cssr/ens6f1np1-macvlan",
+        "PersistentVolumeClaim cssr/modules", "StatefulSet cssr/cssr"]
+
+
+# -- param sets ---------------------------------------------------------------------------------------
+
+
+def test_sriov_mode_requests_one_vf_per_attachment():
+    rendered = manifests.render(params(**PARAM_SETS["sriov-per-pf-networks"]))
+    assert not by_kind(rendered, "NetworkAttachmentDefinition")  # the operator makes them from SriovNetworks
+    policies = by_kind(rendered, "SriovNetworkNodePolicy")
+    assert [p["spec"]["nicSelector"]["pfNames"] for p in policies] == [["ens6f0np0"], ["ens6f1np1"]]
+    sts = one(rendered, "StatefulSet")
+    router = sts["spec"]["template"]["spec"]["containers"][0]
+    assert router["resources"]["limits"] == {"cpu": "2", "hugepages-2Mi": "4Gi", "openshift.io/ens6f0np0": "1",
+                                             "openshift.io/ens6f1np1": "1"}
+    assert json.loads(sts["spec"]["template"]["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"])[2] == {
+        "name": "mgmt", "namespace": "infra"}
+    assert sts["spec"]["template"]["spec"]["initContainers"][0]["image"] == \
+        f"image-registry.openshift-image-registry.svc:5000/cssr-deploy/cssr-init@{DIGEST}"
+    assert sts["spec"]["replicas"] == 3
+    [puller] = [b for b in by_kind(rendered, "RoleBinding") if b["roleRef"]["name"] == "system:image-puller"]
+    assert puller["metadata"]["namespace"] == "images"
+    assert puller["subjects"][0]["name"] == "system:serviceaccounts:cssr-lab"
+
+
+def test_shared_resource_and_performance_profile():
+    p = params(**PARAM_SETS["sriov-shared-1G-profile"])
+    rendered = manifests.render(p)
+    [policy] = by_kind(rendered, "SriovNetworkNodePolicy")
+    assert policy["metadata"]["name"] == "cssr-cssr-vfs"
+    assert policy["spec"]["nicSelector"]["pfNames"] == ["ens1f0", "ens1f1"]
+    assert policy["spec"]["deviceType"] == "vfio-pci"
+    assert policy["spec"]["nodeSelector"] == {"node-role.kubernetes.io/worker-cnf": ""}
+    profile = one(rendered, "PerformanceProfile")
+    assert profile["spec"]["hugepages"] == {"defaultHugepagesSize": "1G", "pages": [{"size": "1G", "count": 16}]}
+    assert profile["spec"]["cpu"] == {"reserved": "0-1", "isolated": "2-31"}
+    assert profile["spec"]["additionalKernelArgs"] == ["intel_iommu=on", "iommu=pt"]
+    assert profile["spec"]["machineConfigPoolSelector"] == {
+        "pools.operator.machineconfiguration.openshift.io/worker-cnf": ""}
+    assert not by_kind(rendered, "MachineConfig")
+    router = one(rendered, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+    # two attachments of the one shared network: two VFs of the one resource, Guaranteed QoS with memory
+    assert router["resources"]["requests"] == {"cpu": "2", "memory": "8Gi", "hugepages-1Gi": "8Gi",
+                                               "openshift.io/cssr_vfs": "2"}
+
+
+def test_no_hugepages_config_and_default_storage_classes():
+    rendered = manifests.render(params(**PARAM_SETS["no-hugepages-default-storage"]))
+    assert not by_kind(rendered, "MachineConfig") and not by_kind(rendered, "PerformanceProfile")
+    assert "storageClassName" not in one(rendered, "PersistentVolumeClaim")["spec"]
+    sts = one(rendered, "StatefulSet")
+    assert "storageClassName" not in sts["spec"]["volumeClaimTemplates"][0]["spec"]
+    assert "nodeSelector" not in sts["spec"]["template"]["spec"]
+    assert len(by_kind(rendered, "RoleBinding")) == 1  # no image-puller binding without an images namespace
+
+
+def test_images_in_the_routers_namespace_need_no_puller_binding():
+    rendered = manifests.render(params(**{"images-namespace": "cssr"}))
+    assert [b["metadata"]["name"] for b in by_kind(rendered, "RoleBinding")] == ["system:openshift:scc:privileged"]
+
+
+@pytest.mark.parametrize(("image", "expected"), [
+    ("registry:5000/ns/cssr-init:abc", f"registry:5000/ns/cssr-init@{DIGEST}"),
+    ("registry:5000/ns/cssr-init", f"registry:5000/ns/cssr-init@{DIGEST}"),
+    ("quay.io/org/cssr-init:v1.2", f"quay.io/org/cssr-init@{DIGEST}"),
+], ids=["port-and-tag", "port-no-tag", "tag"])
+def test_init_image_by_digest(image, expected):
+    assert params(**{"init-image": image, "init-image-digest": DIGEST}).init_image_ref() == expected
+
+
+def test_warnings_name_unpinned_images():
+    warnings = params().warnings()
+    assert any("init-image" in w and "init-image-digest" in w for w in warnings)
+    assert any("router-image" in w and "latest" in w for w in warnings)
+    pinned = params(**{"init-image-digest": DIGEST, "router-image": "quay.io/juniper-128t/128t-5121:5.1.2",
+                       "kmod-builder-image": "quay.io/juniper-128t/kmod-builder-51:5.1"})
+    assert pinned.warnings() == []
+
+
+def test_task_defaults_are_the_params_defaults():
+    task = yaml.safe_load((Path(__file__).resolve().parents[2] / "tasks/cssr-apply-manifests.yaml").read_text())
+    from cssr_tasks import apply_manifests
+
+    env = {f"PARAM_{p['name'].upper().replace('-', '_')}": p["default"] for p in task["spec"]["params"]}
+    assert apply_manifests.Params.from_env(env) == apply_manifests.Params()
+
+
+# -- invalid params -----------------------------------------------------------------------------------
+
+
+INVALID = [
+    ({"namespace": "Cssr_Test"}, "param namespace='Cssr_Test' is not valid; a DNS-1123 label"),
+    ({"namespace": "x" * 64}, "param namespace='xxxx"),
+    ({"namespace": "openshift-cssr"}, "param namespace='openshift-cssr' is reserved"),
+    ({"replicas": "0"}, "param replicas=0 is below the minimum 1"),
+    ({"replicas": "two"}, "param replicas='two' is not a whole number"),
+    ({"node-selector": "tier in (a,b)"}, "param node-selector: term 'tier in (a,b)' cannot be part of a pod "
+                                         "nodeSelector"),
+    ({"node-selector": "a b c"}, "param node-selector: label selector 'a b c' is not valid"),
+    ({"router-image": "ubi8"}, "param router-image='ubi8' is not valid; a fully qualified image reference"),
+    ({"init-image-digest": "sha256:1234"}, "param init-image-digest='sha256:1234' is not valid"),
+    ({"init-image": f"quay.io/o/i@{DIGEST}", "init-image-digest": DIGEST}, "init-image already holds a digest"),
+    ({"images-namespace": "Images"}, "param images-namespace='Images' is not valid"),
+    ({"network-mode": "ipvlan"}, "param network-mode='ipvlan' must be one of macvlan, sriov"),
+    ({"networks": "[{name: x}]"}, "param networks is not valid JSON"),
+    ({"networks": '{"name": "x"}'}, "param networks must be a JSON list, got dict"),
+    ({"networks": '["ens6f0np0-macvlan"]'}, "param networks[0] must be an object with a \"name\""),
+    ({"networks": '[{"name": "Bad_Name"}]'}, "param networks[0].name='Bad_Name' is not a NetworkAttachment"),
+    ({"networks": '[{"name": "x", "namespace": 7}]'}, "param networks[0].namespace=7 is not a namespace name"),
+    ({"pf-names": ""}, "param pf-names is empty"),
+    ({"pf-names": "ens6f0np0#1-7"}, "param pf-names: 'ens6f0np0#1-7' is not an interface name"),
+    ({"pf-names": "eno1,eno1"}, "param pf-names lists a PF twice"),
+    ({"pf-names": "en-o1"}, "param pf-names: 'en-o1' cannot name its SR-IOV resource"),
+    ({"pf-names": '["ens1", 2]'}, "param pf-names must be a JSON array of strings"),
+    ({"num-vfs": "0"}, "param num-vfs=0 is below the minimum 1"),
+    ({"num-vfs": "1"}, "param num-vfs=1 leaves no VF for the policy"),
+    ({"resource-name": "cssr-vfs"}, "param resource-name='cssr-vfs' is not valid; letters, digits and '_' only"),
+    ({"device-type": "igb_uio"}, "param device-type='igb_uio' must be one of netdevice, vfio-pci"),
+    ({"hugepages-size": "2Mi"}, "param hugepages-size='2Mi' must be one of 2M, 1G"),
+    ({"hugepages-count": "0"}, "param hugepages-count=0 is below the minimum 1"),
+    ({"hugepages-count": "-5"}, "param hugepages-count=-5 is below the minimum 1"),
+    ({"hugepages-request": "lots"}, "param hugepages-request='lots' is not a Kubernetes quantity"),
+    ({"hugepages-size": "1G", "hugepages-request": "1500Mi"}, "param hugepages-request=1500Mi must be a positive "
+                                                               "multiple of the 1G page size (hugepages-1Gi)"),
+    ({"hugepages-count": "100"}, "param hugepages-request=4Gi is more than a node's 100 pages of 2M"),
+    ({"hugepages-method": "tuned"}, "param hugepages-method='tuned' must be one of machineconfig"),
+    ({"hugepages-method": "performanceprofile"}, "param cpu-reserved is required with hugepages-method="
+                                                 "performanceprofile"),
+    ({"cpu-isolated": "2-x"}, "param cpu-isolated='2-x' is not valid; a cpuset"),
+    ({"kernel-args": "hugepages=4"}, "param kernel-args: 'hugepages=4' is set from hugepages-size"),
+    ({"cpu": "two"}, "param cpu='two' is not a Kubernetes quantity"),
+    ({"memory": "0"}, "param memory='0' must be more than zero"),
+    ({"modules-storage-class": "Fast SSD"}, "param modules-storage-class='Fast SSD' is not valid"),
+    ({"data-size": "big"}, "param data-size='big' is not a Kubernetes quantity"),
+    ({"pool": "Worker CNF"}, "param pool='Worker CNF' is not valid"),
+]
+
+
+@pytest.mark.parametrize(("env", "message"), INVALID, ids=[
+    "namespace-case", "namespace-long", "namespace-reserved", "replicas-zero", "replicas-word", "selector-set",
+    "selector-syntax", "image-unqualified", "digest-short", "digest-twice", "images-namespace", "network-mode",
+    "networks-json", "networks-dict", "networks-string", "networks-name", "networks-namespace", "pf-empty",
+    "pf-range", "pf-twice", "pf-resource", "pf-json", "vfs-zero", "vfs-macvlan", "resource-name", "device-type",
+    "hugepages-size", "hugepages-count-zero", "hugepages-count-negative", "hugepages-request-word",
+    "hugepages-request-multiple", "hugepages-request-too-big", "hugepages-method", "profile-needs-cpus",
+    "cpuset", "kernel-args-hugepages", "cpu", "memory-zero", "storage-class", "data-size", "pool"])
+def test_each_invalid_param_gives_its_error(env, message):
+    with pytest.raises(ConfigError) as e:
+        params(**env)
+    assert message in str(e.value)
+
+
+def test_every_bad_param_is_named_in_one_error():
+    with pytest.raises(ConfigError) as e:
+        params(namespace="BAD", replicas="0", **{"hugepages-size": "3M", "resource-name": "a-b"})
+    text = str(e.value)
+    assert text.startswith("invalid params: ")
+    for name in ("namespace", "replicas", "hugepages-size", "resource-name"):
+        assert f"param {name}=" in text
+
+
+# -- cssr-tasks render ----------------------------------------------------------------------------------
+
+
+def test_render_writes_one_file_per_object_in_apply_order(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["render", "--out", str(out)], {}) == 0
+    files = sorted(p.name for p in out.iterdir())
+    assert files[0] == "01-machineconfig-05-worker-kernelarg-hugepages.yaml"
+    assert files[3] == "04-rolebinding-system-openshift-scc-privileged.yaml"
+    assert files[-1] == "13-statefulset-cssr.yaml"
+    written = [yaml.safe_load((out / name).read_text()) for name in files]
+    assert written == [m.obj for m in manifests.render(params())]
+    assert "[render] wrote 13 manifests to" in capsys.readouterr().err
+
+
+def test_render_replaces_its_own_files_and_keeps_others(tmp_path):
+    out = tmp_path / "out"
+    assert cli.main(["render", "--out", str(out), "--hugepages-method", "performanceprofile", "--cpu-reserved", "0",
+                     "--cpu-isolated", "1-3"], {}) == 0
+    (out / "99-mine.yaml").write_text("kind: Mine\n")
+    (out / "01-notes.yaml").write_text("# my own notes\n")
+    assert cli.main(["render", "--out", str(out)], {}) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert "01-performanceprofile-cssr-worker.yaml" not in names  # stale, removed
+    assert "01-machineconfig-05-worker-kernelarg-hugepages.yaml" in names
+    assert {"99-mine.yaml", "01-notes.yaml"} <= set(names)
+
+
+def test_render_to_stdout_is_one_yaml_stream(capsys):
+    assert cli.main(["render", "--namespace", "lab"], {}) == 0
+    documents = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert [d["kind"] for d in documents][-1] == "StatefulSet"
+    assert documents == [m.obj for m in manifests.render(params(namespace="lab"))]
+
+
+def test_render_params_file_sits_between_environment_and_flags(tmp_path, capsys):
+    file = tmp_path / "site.yaml"
+    file.write_text(yaml.safe_dump({"namespace": "from-file", "replicas": 2, "pf-names": ["ens1f0"],
+                                    "networks": [{"name": "ens1f0-macvlan"}], "hugepages-count": 4096}))
+    env = {"PARAM_NAMESPACE": "from-env", "PARAM_REPLICAS": "5", "PARAM_CPU": "4"}
+    assert cli.main(["render", "--params-file", str(file), "--replicas", "3"], env) == 0
+    documents = list(yaml.safe_load_all(capsys.readouterr().out))
+    sts = documents[-1]
+    assert sts["metadata"]["namespace"] == "from-file"  # the file wins over the environment
+    assert sts["spec"]["replicas"] == 3  # a flag wins over the file
+    assert sts["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] == "4"  # env still counts
+    assert [d["metadata"]["name"] for d in documents if d["kind"] == "NetworkAttachmentDefinition"] == [
+        "ens1f0-macvlan"]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("namespace: x\nnamspace: y\n", "unknown param(s) namspace"),
+    ("- a\n- b\n", "it holds a list, not a map"),
+    ("a: [\n", "could not read params file"),
+], ids=["typo", "not-a-map", "bad-yaml"])
+def test_render_params_file_errors(tmp_path, capsys, content, message):
+    file = tmp_path / "p.yaml"
+    file.write_text(content)
+    assert cli.main(["render", "--params-file", str(file)], {}) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_render_invalid_param_exits_2_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["render", "--out", str(out), "--replicas", "0"], {}) == 2
+    assert not out.exists()
+    assert "[render] error: invalid params: param replicas=0 is below the minimum 1" in capsys.readouterr().err
+
+
+def test_render_warns_about_networks_it_cannot_check_offline(capsys):
+    assert cli.main(["render", "--networks", '[{"name": "ens6f0np0-macvlan"}, {"name": "mgmt"}]'], {}) == 0
+    err = capsys.readouterr().err
+    assert "network cssr/mgmt is not rendered here, and offline it cannot be checked" in err
+    assert "ens6f0np0-macvlan is not rendered" not in err
+
+
+def test_render_needs_no_cluster(capsys):
+    # a kubeconfig pointing nowhere changes nothing: render never connects
+    assert cli.main(["render"], {"KUBECONFIG": "/nonexistent/kubeconfig"}) == 0
+    assert "StatefulSet" in capsys.readouterr().out
+    assert render.NEEDS_CLUSTER is False
