@@ -215,14 +215,18 @@ class Cluster:
 
     def request(self, method: str, path: str, *, query: Mapping[str, Any] | None = None,
                 body: Any = None, content_type: str | None = None, what: str = "",
-                timeout: float | tuple[float, float] | None = 30) -> Any:
-        """One API call with the retry policy; returns the decoded JSON body."""
+                timeout: float | tuple[float, float] | None = 30, text: bool = False) -> Any:
+        """One API call with the retry policy; returns the decoded JSON body (or the text)."""
         what = what or f"{method} {path}"
         for attempt in retrying(self.retry, self.log, what):
             with attempt:
                 return self._request_once(method, path, query=query, body=body,
-                                          content_type=content_type, what=what, timeout=timeout)
+                                          content_type=content_type, what=what, timeout=timeout, text=text)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def read_text(self, path: str, *, query: Mapping[str, Any] | None = None, what: str = "") -> str:
+        """GET an endpoint that answers text, such as pods/<name>/log."""
+        return str(self.request("GET", path, query=query, what=what, text=True))
 
     def _send(self, method: str, path: str, *, query: Mapping[str, Any] | None, body: Any,
               content_type: str | None, what: str, timeout: Any, stream: bool = False) -> Any:
@@ -245,7 +249,7 @@ class Cluster:
                            "check the API URL, the network and the credentials", status=0) from e
 
     def _request_once(self, method: str, path: str, *, query: Mapping[str, Any] | None, body: Any,
-                      content_type: str | None, what: str, timeout: Any) -> Any:
+                      content_type: str | None, what: str, timeout: Any, text: bool = False) -> Any:
         response = self._send(method, path, query=query, body=body, content_type=content_type,
                               what=what, timeout=timeout)
         data = response.read()
@@ -253,6 +257,8 @@ class Cluster:
         if status >= 400:
             raise error_for(status, f"could not {what}: {status} {_status_message(data)}",
                             _retry_after(response.getheader("Retry-After")))
+        if text:
+            return data.decode("utf-8", "replace")
         if not data:
             return {}
         try:
