@@ -1,0 +1,237 @@
+"""Prepare the cssr-init image of a kernel set: its build context, and whether a build is needed.
+
+One image per kernel set, built FROM the cluster's own Driver Toolkit images: no RHEL
+subscription (the proof of concept's image was an entitled UBI8 pinned to RHEL 8.4), the exact
+kernel trees, and every kernel the nodes run or will run after an upgrade. This step writes the
+build context (a Containerfile with one stage per Driver Toolkit image, the image's entrypoint,
+and the buildah script the Task's next step runs), then asks the registry whether
+`<image-repository>:<kernel-set-id>` exists: when it does, and its labels name this kernel set,
+no build is needed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from . import kernels
+from .errors import ConfigError
+from .log import Log
+from .params import Reader
+from .registry import ImageRef, Registry, find_docker_config, parse_tls_verify
+
+NEEDS_CLUSTER = False
+DEFAULT_REPOSITORY = "image-registry.openshift-image-registry.svc:5000/cssr-deploy/cssr-init"
+# UBI 9 micro: glibc, bash and coreutils (cp, mv -T, mktemp) for the entrypoint, no package manager,
+# freely redistributable, from the RHEL the Driver Toolkit images are built on. Pinned by tag and digest.
+DEFAULT_BASE_IMAGE = ("registry.access.redhat.com/ubi9/ubi-micro:9.8-1786321990"
+                      "@sha256:7e7f79ab747bf2b452e3043dd89f388e92be4c7fdcc8b815b58adf6c99c39c95")
+LABEL_SET_ID = "cssr-deploy.kernel-set-id"
+LABEL_KERNELS = "cssr-deploy.kernel-versions"
+ENTRYPOINT = "cssr-init-entrypoint.sh"
+BUILD_SCRIPT = "buildah-build.sh"
+DIGEST_FILE = ".pushed-digest"  # written by buildah-build.sh after a push, read by verify-image
+IMAGE_ENTRYPOINT = "/usr/local/bin/cssr-init"
+VOLUME = "/mnt/modules-volume"
+_KERNEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+DTK_HINT = ("its RHCOS version has no tag in the openshift/driver-toolkit ImageStream yet (`oc get is driver-toolkit "
+            "-n openshift`); wait until the release's Driver Toolkit is imported, or add it to dtk-images")
+
+
+@dataclass(frozen=True)
+class Params:
+    kernel_versions: list[str] = field(default_factory=list, metadata={
+        "help": 'JSON array of kernel versions (the kernel-versions result of detect-kernel)'})
+    kernel_set_id: str = field(default="", metadata={"help": "the kernel-set-id result of detect-kernel"})
+    dtk_images: dict[str, str] = field(default_factory=dict, metadata={
+        "help": "JSON object, kernel version -> Driver Toolkit pull spec (the dtk-images result of detect-kernel)"})
+    image_repository: str = DEFAULT_REPOSITORY
+    context_dir: str = field(default="cssr-init", metadata={
+        "help": "directory of the build context; relative to $WORKSPACE_SOURCE_PATH when that is set"})
+    base_image: str = DEFAULT_BASE_IMAGE
+    docker_config: str = field(default="", metadata={
+        "help": "docker config.json, or a directory holding config.json or .dockerconfigjson"})
+    tls_verify: bool | str = field(default=True, metadata={"help": "true, false, or the path of a CA bundle"})
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Params:
+        read = Reader(environ)
+        versions = read.json("kernel-versions", [], kind=list, required=True,
+                             hint='pass the kernel-versions result of detect-kernel, e.g. ["5.14.0-427.el9.x86_64"]')
+        set_id = read.string("kernel-set-id", required=True, pattern=r"[0-9a-f]{12}",
+                             hint="pass the kernel-set-id result of detect-kernel (12 hex digits)")
+        images = read.json("dtk-images", {}, kind=dict, required=True,
+                           hint="pass the dtk-images result of detect-kernel")
+        repository = read.string("image-repository", DEFAULT_REPOSITORY)
+        base_image = read.string("base-image", DEFAULT_BASE_IMAGE)
+        context = read.string("context-dir", "cssr-init")
+        kernel_list = check_kernels(read, versions)
+        if kernel_list and re.fullmatch(r"[0-9a-f]{12}", set_id):
+            expected = kernels.kernel_set_id(kernel_list)
+            if set_id != expected:
+                read.fail(f"param kernel-set-id={set_id} is not the id of kernel-versions ({expected}); pass both "
+                          "from the same detect-kernel run")
+        dtk = check_images(read, kernel_list, images)
+        check_reference(read, "image-repository", repository, bare=True)
+        check_reference(read, "base-image", base_image)
+        params = cls(
+            kernel_versions=kernel_list,
+            kernel_set_id=set_id,
+            dtk_images=dtk,
+            image_repository=repository,
+            context_dir=resolve_context(read, context, environ),
+            base_image=base_image,
+            docker_config=docker_config(read, environ),
+            tls_verify=tls_verify(read),
+        )
+        read.done()
+        return params
+
+
+def check_kernels(read: Reader, versions: list[object]) -> list[str]:
+    bad = [v for v in versions if not isinstance(v, str) or not _KERNEL.fullmatch(kernels.normalize(v))]
+    if bad:
+        read.fail(f"param kernel-versions holds values that are not kernel versions: {bad[:3]}")
+        return []
+    if read.raw("kernel-versions") and not versions:
+        read.fail("param kernel-versions is empty; the kernel set needs at least one kernel")
+    return kernels.kernel_set(str(v) for v in versions)
+
+
+def check_images(read: Reader, kernel_list: list[str], images: Mapping[object, object]) -> dict[str, str]:
+    dtk = {kernels.normalize(str(k)): str(v) for k, v in images.items() if isinstance(v, str) and v}
+    for kernel in kernel_list:
+        if kernel not in dtk:
+            read.fail(f"no Driver Toolkit image for kernel {kernel} in dtk-images: {DTK_HINT}")
+        else:
+            check_reference(read, f"dtk-images[{kernel}]", dtk[kernel])
+    return {k: dtk[k] for k in kernel_list if k in dtk}
+
+
+def check_reference(read: Reader, name: str, value: str, *, bare: bool = False) -> None:
+    try:
+        ref = ImageRef.parse(value)
+    except ConfigError as e:
+        read.fail(f"param {name}: {e}")
+        return
+    if bare and (ref.tag or ref.digest):
+        read.fail(f"param {name}={value!r} must be a repository without tag or digest; the tag is the kernel-set-id")
+
+
+def resolve_context(read: Reader, value: str, environ: Mapping[str, str]) -> str:
+    """In a Task the context is a directory of the source workspace; from a shell, any path."""
+    workspace = environ.get("WORKSPACE_SOURCE_PATH", "")
+    path = Path(value)
+    if workspace:
+        if path.is_absolute() or ".." in path.parts:
+            read.fail(f"param context-dir={value!r} must be a relative path inside the source workspace, "
+                      "such as cssr-init")
+            return value
+        return str(Path(workspace) / path)
+    return str(path.resolve())
+
+
+def docker_config(read: Reader, environ: Mapping[str, str]) -> str:
+    try:
+        return find_docker_config(read.string("docker-config", ""), environ)
+    except ConfigError as e:
+        read.fail(f"param docker-config: {e}")
+        return ""
+
+
+def tls_verify(read: Reader) -> bool | str:
+    try:
+        return parse_tls_verify(read.string("tls-verify", "true"))
+    except ConfigError as e:
+        read.fail(f"param {e}")
+        return True
+
+
+@dataclass(frozen=True)
+class Result:
+    build_needed: bool
+    image_url: str
+
+
+def run(params: Params, *, cluster: object = None, log: Log) -> Result:
+    target = ImageRef.parse(params.image_repository).with_tag(params.kernel_set_id)
+    log.info(f"kernel set {params.kernel_set_id}: {', '.join(params.kernel_versions)}")
+    write_context(Path(params.context_dir), params)
+    log.info(f"wrote the build context to {params.context_dir}: Containerfile, {ENTRYPOINT}, {BUILD_SCRIPT}")
+
+    with Registry.for_image(target, docker_config=params.docker_config, tls_verify=params.tls_verify,
+                            log=log) as registry:
+        digest = registry.manifest_digest(target)
+        if digest is None:
+            log.info(f"{target} is not in the registry: build needed")
+            return Result(build_needed=True, image_url=str(target))
+        labels = registry.labels(target)
+    wanted = {LABEL_SET_ID: params.kernel_set_id, LABEL_KERNELS: " ".join(params.kernel_versions)}
+    if labels is not None and any(labels.get(k) != v for k, v in wanted.items()):
+        found = labels.get(LABEL_KERNELS) or "no kernel label"
+        log.warn(f"{target} exists ({digest}) but holds {found!r}, not this kernel set: build needed, over it")
+        return Result(build_needed=True, image_url=str(target))
+    log.info(f"{target} exists ({digest}) with the trees of this kernel set: no build needed")
+    return Result(build_needed=False, image_url=str(target))
+
+
+def write_context(directory: Path, params: Params) -> None:
+    """The Containerfile, the entrypoint and the build script; a stale push digest is removed."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / DIGEST_FILE).unlink(missing_ok=True)
+        _write(directory / "Containerfile", containerfile(params), 0o644)
+        files = resources.files("cssr_tasks") / "files"
+        for name in (ENTRYPOINT, BUILD_SCRIPT):
+            _write(directory / name, (files / name).read_text(encoding="utf-8"), 0o755)
+    except OSError as e:
+        raise ConfigError(f"could not write the build context to {directory}: {e}; check that the source "
+                          "workspace is bound and writable") from e
+
+
+def _write(path: Path, text: str, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.chmod(mode)
+    os.replace(tmp, path)
+
+
+def containerfile(params: Params) -> str:
+    """One stage per Driver Toolkit image, and a small final stage with every kernel's trees."""
+    stages: dict[str, str] = {}
+    for kernel in params.kernel_versions:
+        stages.setdefault(params.dtk_images[kernel], f"dtk{len(stages)}")
+    kernel_list = " ".join(params.kernel_versions)
+    lines = [
+        f"# cssr-init for kernel set {params.kernel_set_id}: {', '.join(params.kernel_versions)}",
+        "# Written by `cssr-tasks build-init-image`; buildah-build.sh beside it builds and pushes it.",
+        "# One stage per Driver Toolkit image: a Driver Toolkit holds the kernel-devel tree",
+        "# (/usr/src/kernels/<kver>) and the modules (/lib/modules/<kver>) of its release's kernels,",
+        "# the realtime one included, so kernels of one release share a stage.",
+    ]
+    for image, stage in stages.items():
+        served = ", ".join(k for k in params.kernel_versions if params.dtk_images[k] == image)
+        lines += [f"FROM {image} AS {stage}", f"# {stage}: {served}"]
+    lines += ["", "# The final stage: small, with /bin/sh and coreutils for the entrypoint.",
+              f"FROM {params.base_image}"]
+    for kernel in params.kernel_versions:
+        stage = stages[params.dtk_images[kernel]]
+        lines += [f"COPY --from={stage} /usr/src/kernels/{kernel} /usr/src/kernels/{kernel}",
+                  f"COPY --from={stage} /lib/modules/{kernel} /lib/modules/{kernel}"]
+    description = (f"Kernel trees of kernel set {params.kernel_set_id} for the cSSR module builds; "
+                   "the entrypoint copies the running kernel's trees onto the modules volume.")
+    lines += [
+        f"COPY {ENTRYPOINT} {IMAGE_ENTRYPOINT}",
+        'LABEL name="cssr-init" summary="cssr-init: kernel trees for the cSSR module builds" \\',
+        f'      description="{description}" io.k8s.description="{description}" \\',
+        '      io.k8s.display-name="cssr-init" \\',
+        f'      {LABEL_SET_ID}="{params.kernel_set_id}" {LABEL_KERNELS}="{kernel_list}"',
+        f"ENV CSSR_VOLUME={VOLUME}",
+        f'ENTRYPOINT ["/bin/sh", "{IMAGE_ENTRYPOINT}"]',
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,106 @@
+"""Verify the cssr-init image of a kernel set: read its manifest digest back from the registry.
+
+Runs after the build step, whether it built or not. The registry, not buildah's own report, is
+the truth: the digest is read from `<image-repository>:<kernel-set-id>`, and the image's labels
+must name the kernel set. When this run pushed (the build step left its digest in the context
+directory), the two digests are compared; a difference means another run pushed the same
+kernel set meanwhile, which is harmless (same kernels), and is logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError, CssrError
+from .log import Log
+from .params import Reader
+from .registry import ImageRef, Registry, find_docker_config, parse_tls_verify
+
+NEEDS_CLUSTER = False
+DEFAULT_REPOSITORY = "image-registry.openshift-image-registry.svc:5000/cssr-deploy/cssr-init"
+# The same names as build_init_image (task modules do not import each other; a test keeps them equal).
+LABEL_SET_ID = "cssr-deploy.kernel-set-id"
+DIGEST_FILE = ".pushed-digest"
+
+
+@dataclass(frozen=True)
+class Params:
+    kernel_set_id: str = field(default="", metadata={"help": "the kernel-set-id result of detect-kernel"})
+    image_repository: str = DEFAULT_REPOSITORY
+    context_dir: str = field(default="cssr-init", metadata={
+        "help": "the build context directory; relative to $WORKSPACE_SOURCE_PATH when that is set"})
+    docker_config: str = field(default="", metadata={
+        "help": "docker config.json, or a directory holding config.json or .dockerconfigjson"})
+    tls_verify: bool | str = field(default=True, metadata={"help": "true, false, or the path of a CA bundle"})
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Params:
+        read = Reader(environ)
+        set_id = read.string("kernel-set-id", required=True, pattern=r"[0-9a-f]{12}",
+                             hint="pass the kernel-set-id result of detect-kernel (12 hex digits)")
+        repository = read.string("image-repository", DEFAULT_REPOSITORY)
+        try:
+            ref = ImageRef.parse(repository)
+            if ref.tag or ref.digest:
+                read.fail(f"param image-repository={repository!r} must be a repository without tag or digest")
+        except ConfigError as e:
+            read.fail(f"param image-repository: {e}")
+        context = read.string("context-dir", "cssr-init")
+        workspace = environ.get("WORKSPACE_SOURCE_PATH", "")
+        if workspace and (Path(context).is_absolute() or ".." in Path(context).parts):
+            read.fail(f"param context-dir={context!r} must be a relative path inside the source workspace")
+        config = ""
+        try:
+            config = find_docker_config(read.string("docker-config", ""), environ)
+        except ConfigError as e:
+            read.fail(f"param docker-config: {e}")
+        tls: bool | str = True
+        try:
+            tls = parse_tls_verify(read.string("tls-verify", "true"))
+        except ConfigError as e:
+            read.fail(f"param {e}")
+        read.done()
+        return cls(kernel_set_id=set_id, image_repository=repository,
+                   context_dir=str(Path(workspace) / context) if workspace else str(Path(context).resolve()),
+                   docker_config=config, tls_verify=tls)
+
+
+@dataclass(frozen=True)
+class Result:
+    image_url: str
+    image_digest: str
+    built: bool
+
+
+def run(params: Params, *, cluster: object = None, log: Log) -> Result:
+    target = ImageRef.parse(params.image_repository).with_tag(params.kernel_set_id)
+    pushed = _pushed_digest(Path(params.context_dir) / DIGEST_FILE)
+    with Registry.for_image(target, docker_config=params.docker_config, tls_verify=params.tls_verify,
+                            log=log) as registry:
+        digest = registry.manifest_digest(target)
+        if digest is None:
+            after = f" although this run pushed {pushed}" if pushed else ""
+            raise CssrError(f"could not verify {target}: the registry has no such tag{after}; check that nothing "
+                            "deletes or prunes the repository, and re-run the Task")
+        labels = registry.labels(target)
+    if labels is not None and labels.get(LABEL_SET_ID) != params.kernel_set_id:
+        raise CssrError(f"could not verify {target}: its label {LABEL_SET_ID} is "
+                        f"{labels.get(LABEL_SET_ID)!r}, not {params.kernel_set_id}; the tag was overwritten by "
+                        "another image: re-run the Task to rebuild it")
+    if pushed and pushed != digest:
+        log.warn(f"{target} is {digest} in the registry, not {pushed} as this run pushed: another run pushed the "
+                 "same kernel set meanwhile (same kernels); the registry's digest is the result")
+    state = "built and pushed by this run" if pushed else "already in the registry; nothing built"
+    log.info(f"{target}@{digest}: {state}")
+    return Result(image_url=str(target), image_digest=digest, built=bool(pushed))
+
+
+def _pushed_digest(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return ""
+    except OSError as e:
+        raise ConfigError(f"could not read {path}: {e}; check the source workspace") from e

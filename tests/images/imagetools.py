@@ -1,0 +1,273 @@
+"""Real image tools for the image tests and the benchmark: a registry process, buildah, fake images.
+
+- `RegistryServer`: Debian's `docker-registry` (distribution 2.8) on 127.0.0.1, optionally behind
+  htpasswd (Basic) auth, with its access log read back to count what clients wrote.
+- `Buildah`: buildah with a private vfs store under a temp dir and chroot isolation (crun cannot
+  run containers on the CI machine's hybrid cgroups).
+- Fake Driver Toolkit images, FROM scratch, laid out as the real one: /usr/src/kernels/<kver>
+  (kernel-devel), /usr/lib/modules/<kver> (modules, `build` -> /usr/src/kernels/<kver>), `lib` ->
+  `usr/lib`, /etc/driver-toolkit-release.json and the kernel-version label.
+- A fake UBI micro: /bin/sh and the coreutils the entrypoint calls, with their libraries, copied
+  from this machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REGISTRY_BIN = "/usr/bin/docker-registry"
+# What cssr-init-entrypoint.sh runs besides shell builtins.
+ENTRYPOINT_TOOLS = ("sh", "cp", "mv", "mkdir", "mktemp", "rm", "chmod", "touch", "uname", "head")
+_WRITE = re.compile(r'"(PUT|POST|PATCH|DELETE) (/v2/\S*)')
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RegistryServer:
+    """One `docker-registry serve` process; stop() it (the fixtures do)."""
+
+    def __init__(self, root: Path, *, user: str = "", password: str = "") -> None:
+        self.root = root
+        self.user = user
+        self.password = password
+        self.storage = root / "storage"
+        self.log_path = root / "registry.log"
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> RegistryServer:
+        self.root.mkdir(parents=True, exist_ok=True)
+        auth = ""
+        if self.user:
+            htpasswd = subprocess.run(["htpasswd", "-Bbn", self.user, self.password], check=True,
+                                      capture_output=True, text=True).stdout
+            (self.root / "htpasswd").write_text(htpasswd)
+            auth = f"auth:\n  htpasswd:\n    realm: cssr-test\n    path: {self.root / 'htpasswd'}\n"
+        for _ in range(3):  # the port is free when picked, and could be taken before the registry binds it
+            self.port = free_port()
+            config = self.root / "config.yml"
+            config.write_text(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n"
+                f"storage:\n  filesystem:\n    rootdirectory: {self.storage}\n  delete:\n    enabled: true\n"
+                f"http:\n  addr: {self.host}\n  secret: cssr-test-secret\n" + auth)
+            with self.log_path.open("ab") as log:
+                self.process = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=log,
+                                                stderr=subprocess.STDOUT)
+            if self._wait_ready():
+                return self
+            self.stop()
+        raise RuntimeError(f"docker-registry did not start; see {self.log_path}")
+
+    def _wait_ready(self, timeout: float = 15.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                return False
+            try:
+                with urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1):
+                    return True
+            except urllib.error.HTTPError as e:
+                e.close()
+                return e.code == 401
+            except OSError:
+                time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+    def docker_config(self, directory: Path, *, name: str = "config.json", password: str | None = None) -> Path:
+        """A docker config with this registry's login, in the form Tekton mounts."""
+        directory.mkdir(parents=True, exist_ok=True)
+        pair = f"{self.user}:{self.password if password is None else password}".encode()
+        auths = {self.host: {"auth": base64.b64encode(pair).decode()}} if self.user else {}
+        path = directory / name
+        path.write_text(json.dumps({"auths": auths}))
+        return path
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def writes_since(self, mark: int) -> list[str]:
+        """Requests that changed the registry (PUT, POST, PATCH, DELETE) logged after `mark`."""
+        with self.log_path.open("rb") as log:
+            log.seek(mark)
+            text = log.read().decode("utf-8", "replace")
+        return [f"{m.group(1)} {m.group(2)}" for m in _WRITE.finditer(text)]
+
+    def requests_since(self, mark: int) -> list[str]:
+        with self.log_path.open("rb") as log:
+            log.seek(mark)
+            text = log.read().decode("utf-8", "replace")
+        return re.findall(r'"((?:GET|HEAD|PUT|POST|PATCH|DELETE) /v2/\S*)', text)
+
+    def storage_bytes(self) -> int:
+        """Bytes of blob data the registry stores: what pushes added."""
+        blobs = self.storage / "docker" / "registry" / "v2" / "blobs"
+        return sum(p.stat().st_size for p in blobs.rglob("data")) if blobs.exists() else 0
+
+
+@dataclass
+class Buildah:
+    """buildah with its own vfs store; the same flags buildah-build.sh gets from the tests."""
+
+    root: Path
+    runroot: Path
+
+    @property
+    def global_flags(self) -> list[str]:
+        return ["--storage-driver", "vfs", "--root", str(self.root), "--runroot", str(self.runroot)]
+
+    def __call__(self, *args: str, check: bool = True, env: dict[str, str] | None = None,
+                 timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        run = subprocess.run(["buildah", *self.global_flags, *args], capture_output=True, text=True,
+                             env=env, timeout=timeout, check=False)
+        if check and run.returncode != 0:
+            raise AssertionError(f"buildah {' '.join(args)} failed ({run.returncode}):\n{run.stderr[-3000:]}")
+        return run
+
+    def push(self, image: str, destination: str, authfile: Path | None, digest_file: Path) -> str:
+        args = ["push", "--tls-verify=false", "--digestfile", str(digest_file)]
+        if authfile:
+            args += ["--authfile", str(authfile)]
+        self(*args, image, f"docker://{destination}")
+        return digest_file.read_text().strip()
+
+    def env_for_build_script(self) -> dict[str, str]:
+        return {"STORAGE_ROOT": str(self.root), "STORAGE_RUNROOT": str(self.runroot)}
+
+
+def kernel_tree(rootfs: Path, kernel: str, *, payload_bytes: int = 0) -> None:
+    """The trees of one kernel where the Driver Toolkit keeps them (kernel-devel and kernel-modules)."""
+    devel = rootfs / "usr" / "src" / "kernels" / kernel
+    (devel / "include" / "generated").mkdir(parents=True, exist_ok=True)
+    (devel / "scripts").mkdir(exist_ok=True)
+    (devel / "Makefile").write_text(f"# kernel-devel {kernel}\nVERSION = 5\nPATCHLEVEL = 14\n")
+    (devel / ".config").write_text("CONFIG_MODULES=y\nCONFIG_UIO=m\n")
+    (devel / "Module.symvers").write_text(f"0x00000000\tuio_register_device\tvmlinux\tEXPORT_SYMBOL\t# {kernel}\n")
+    (devel / "include" / "generated" / "utsrelease.h").write_text(f'#define UTS_RELEASE "{kernel}"\n')
+    modules = rootfs / "usr" / "lib" / "modules" / kernel
+    (modules / "kernel" / "drivers" / "uio").mkdir(parents=True, exist_ok=True)
+    (modules / "kernel" / "drivers" / "uio" / "uio.ko.xz").write_bytes(b"\xfd7zXZ\x00fake uio " + kernel.encode())
+    (modules / "modules.dep").write_text("kernel/drivers/uio/uio.ko.xz:\n")
+    (modules / "modules.alias").write_text("# Aliases extracted from modules themselves.\n")
+    (modules / "build").symlink_to(f"/usr/src/kernels/{kernel}")
+    if payload_bytes:
+        # Incompressible, like the real trees' objects, so that the bytes pushed mean something.
+        (modules / "kernel" / "payload.bin").write_bytes(os.urandom(payload_bytes // 2))
+        (devel / "payload.bin").write_bytes(os.urandom(payload_bytes - payload_bytes // 2))
+
+
+def merged_usr(rootfs: Path) -> None:
+    for name in ("bin", "lib", "lib64", "sbin"):
+        (rootfs / "usr" / name).mkdir(parents=True, exist_ok=True)
+        (rootfs / name).symlink_to(f"usr/{name}")
+
+
+def fake_dtk_rootfs(rootfs: Path, kernel: str, *, payload_bytes: int = 0) -> None:
+    merged_usr(rootfs)
+    kernel_tree(rootfs, kernel, payload_bytes=payload_bytes)
+    (rootfs / "etc").mkdir(exist_ok=True)
+    (rootfs / "etc" / "driver-toolkit-release.json").write_text(
+        json.dumps({"KERNEL_VERSION": kernel, "RT_KERNEL_VERSION": f"{kernel}+rt", "RHEL_VERSION": "9.4"}))
+
+
+def fake_base_rootfs(rootfs: Path) -> None:
+    """A UBI-micro stand-in: /bin/sh and coreutils from this machine, with the libraries they load."""
+    merged_usr(rootfs)
+    for name in ("etc", "tmp", "dev", "proc", "sys", "usr/local/bin"):
+        (rootfs / name).mkdir(parents=True, exist_ok=True)
+    needed: set[str] = set()
+    for tool in ENTRYPOINT_TOOLS:
+        path = shutil.which(tool)
+        if path is None:
+            raise RuntimeError(f"{tool} not found on this machine")
+        needed.add(path)
+        needed.update(_libraries(path))
+    for path in sorted(needed):
+        for name in {path, os.path.realpath(path)}:
+            target = rootfs / _in_usr(name).lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                shutil.copy2(os.path.realpath(path), target)
+
+
+def _libraries(binary: str) -> list[str]:
+    out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=False).stdout
+    return re.findall(r"(/\S+)\s+\(0x", out)
+
+
+def _in_usr(path: str) -> str:
+    for top in ("/bin/", "/lib/", "/lib64/", "/sbin/"):
+        if path.startswith(top):
+            return "/usr" + path
+    return path
+
+
+def build_rootfs_image(buildah: Buildah, rootfs: Path, tag: str, labels: dict[str, str] | None = None) -> None:
+    """FROM scratch + the rootfs, as a local image."""
+    context = rootfs.parent
+    lines = ["FROM scratch", f"COPY {rootfs.name}/ /"]
+    lines += [f'LABEL {k}="{v}"' for k, v in (labels or {}).items()]
+    (context / "Containerfile").write_text("\n".join(lines) + "\n")
+    buildah("bud", "--isolation", "chroot", "-q", "-f", str(context / "Containerfile"), "-t", tag, str(context))
+
+
+@dataclass(frozen=True)
+class Seed:
+    """What a cluster would offer: a Driver Toolkit image per kernel and a base image, by digest."""
+
+    dtk_images: dict[str, str]
+    base_image: str
+
+
+def seed_registry(registry: RegistryServer, buildah: Buildah, workdir: Path, kernels: list[str], *,
+                  authfile: Path | None, payload_bytes: int = 0) -> Seed:
+    """Build the fake images in `buildah`'s store and push them, as the release payload holds them."""
+    images: dict[str, str] = {}
+    for i, kernel in enumerate(kernels):
+        rootfs = workdir / f"dtk{i}" / "rootfs"
+        fake_dtk_rootfs(rootfs, kernel, payload_bytes=payload_bytes)
+        local = f"localhost/fake-dtk:{i}"
+        build_rootfs_image(buildah, rootfs, local, {"kernel-version": kernel})
+        repository = f"{registry.host}/openshift-release-dev/ocp-v4.0-art-dev"
+        digest = buildah.push(local, f"{repository}:dtk-{i}", authfile, workdir / f"dtk{i}.digest")
+        images[kernel] = f"{repository}@{digest}"
+    rootfs = workdir / "base" / "rootfs"
+    fake_base_rootfs(rootfs)
+    build_rootfs_image(buildah, rootfs, "localhost/fake-ubi-micro:9")
+    repository = f"{registry.host}/ubi9/ubi-micro"
+    digest = buildah.push("localhost/fake-ubi-micro:9", f"{repository}:9", authfile, workdir / "base.digest")
+    return Seed(images, f"{repository}:9@{digest}")
+
+
+def inspect_config(buildah: Buildah, image: str) -> dict[str, Any]:
+    run = buildah("inspect", "--type", "image", image)
+    return dict(json.loads(run.stdout)["OCIv1"]["config"])
