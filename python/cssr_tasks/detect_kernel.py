@@ -33,6 +33,7 @@ class Params:
     pool: str = field(default="", metadata={"help": "MachineConfigPool whose nodeSelector replaces node-selector"})
     include_upgrade_target: bool = True
     allow_mixed_kernels: bool = True
+    dtk_source: str = "internal"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Params:
@@ -43,6 +44,7 @@ class Params:
                           hint="a MachineConfigPool name such as worker"),
             include_upgrade_target=read.boolean("include-upgrade-target", True),
             allow_mixed_kernels=read.boolean("allow-mixed-kernels", True),
+            dtk_source=read.choice("dtk-source", "internal", ("internal", "upstream")),
         )
         if not params.pool:
             try:
@@ -95,7 +97,7 @@ def run(params: Params, *, cluster: Cluster, log: Log) -> Result:
 
     counts = {k: len(v) for k, v in by_kernel.items()}
     stream = cluster.get_or_none(IMAGE_API, "imagestreams", DTK_STREAM, DTK_NAMESPACE)
-    dtk = dtk_by_rhcos(stream) if stream else {}
+    dtk = dtk_by_rhcos(stream, internal=params.dtk_source == "internal") if stream else {}
     if stream is None:
         log.info(f"ImageStream {DTK_NAMESPACE}/{DTK_STREAM} not found: no Driver Toolkit images and no "
                  "upgrade target (is this OpenShift?)")
@@ -137,16 +139,28 @@ def target_selector(params: Params, cluster: Cluster, log: Log) -> str:
     return selector
 
 
-def dtk_by_rhcos(stream: dict[str, Any]) -> dict[str, str]:
-    """RHCOS version -> Driver Toolkit pull spec; resolved status items win over spec tags."""
+def dtk_by_rhcos(stream: dict[str, Any], *, internal: bool = True) -> dict[str, str]:
+    """RHCOS version -> Driver Toolkit pull spec; resolved status items win over spec tags.
+
+    `internal` names the image through the cluster's registry (`<repository>@<digest>`), which the
+    pipeline's ServiceAccount token can pull: every authenticated user may pull from the
+    `openshift` namespace, and the registry pulls through from quay.io with the cluster's pull
+    secret. The upstream reference needs that pull secret in the build step itself.
+    """
     images: dict[str, str] = {}
+    status = stream.get("status") or {}
+    repository = status.get("dockerImageRepository")
     for tag in (stream.get("spec") or {}).get("tags") or []:
         source = tag.get("from") or {}
         if tag.get("name") != "latest" and source.get("kind") == "DockerImage" and source.get("name"):
             images[tag["name"]] = source["name"]
-    for tag in (stream.get("status") or {}).get("tags") or []:
+    for tag in status.get("tags") or []:
         items = tag.get("items") or []
-        if tag.get("tag") != "latest" and items and items[0].get("dockerImageReference"):
+        if tag.get("tag") == "latest" or not items:
+            continue
+        if internal and repository and items[0].get("image"):
+            images[tag["tag"]] = f"{repository}@{items[0]['image']}"
+        elif items[0].get("dockerImageReference"):
             images[tag["tag"]] = items[0]["dockerImageReference"]
     return images
 

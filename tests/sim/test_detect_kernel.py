@@ -30,7 +30,7 @@ def test_settled_cluster_gives_one_kernel_and_its_dtk(sim, cluster, log):
     assert result.kernel_set_id == hashlib.sha256(K416.encode()).hexdigest()[:12]
     assert result.primary_kernel == K416
     assert result.rhcos_versions == {K416: RHCOS416}
-    assert result.dtk_images == {K416: fx.dtk_pullspec(RHCOS416)}
+    assert result.dtk_images == {K416: fx.dtk_pullspec(RHCOS416, internal=True)}
     assert result.node_count == 3
     assert "found 3 node(s)" in log.text
 
@@ -63,8 +63,19 @@ def test_upgrade_target_joins_the_set_before_any_node_reboots(sim, cluster, log)
     assert result.kernel_versions == sorted([K416, K417])
     assert result.primary_kernel == K416
     assert result.rhcos_versions == {K416: RHCOS416, K417: RHCOS417}
-    assert result.dtk_images == {K416: fx.dtk_pullspec(RHCOS416), K417: fx.dtk_pullspec(RHCOS417)}
+    assert result.dtk_images == {K416: fx.dtk_pullspec(RHCOS416, internal=True),
+                                 K417: fx.dtk_pullspec(RHCOS417, internal=True)}
     assert f"newest Driver Toolkit kernel {K417}: added as the upgrade target" in log.text
+
+
+def test_dtk_images_can_name_the_upstream_registry(sim, cluster, log):
+    result = detect_kernel.run(params(dtk_source="upstream"), cluster=cluster, log=log)
+    assert result.dtk_images == {K416: fx.dtk_pullspec(RHCOS416)}
+
+
+def test_invalid_dtk_source_is_refused():
+    with pytest.raises(ConfigError, match="dtk-source='mirror' must be one of internal, upstream"):
+        params(dtk_source="mirror")
 
 
 def test_upgrade_target_can_be_left_out(sim, cluster, log):

@@ -21,8 +21,12 @@ def digest(seed: str) -> str:
     return "sha256:" + hashlib.sha256(seed.encode()).hexdigest()
 
 
-def dtk_pullspec(rhcos: str) -> str:
-    return f"{DTK_REPOSITORY}@{digest('driver-toolkit ' + rhcos)}"
+INTERNAL_DTK_REPOSITORY = "image-registry.openshift-image-registry.svc:5000/openshift/driver-toolkit"
+
+
+def dtk_pullspec(rhcos: str, *, internal: bool = False) -> str:
+    """The Driver Toolkit image of an RHCOS version, upstream (quay.io) or through the cluster's registry."""
+    return f"{INTERNAL_DTK_REPOSITORY if internal else DTK_REPOSITORY}@{digest('driver-toolkit ' + rhcos)}"
 
 
 def rendered(pool: str, seed: str) -> str:
@@ -115,7 +119,7 @@ def driver_toolkit(releases: list[str], latest: str) -> list[dict[str, Any]]:
         ] + [{"name": "latest", "from": {"kind": "DockerImage", "name": dtk_pullspec(rhcos_latest)},
               "referencePolicy": {"type": "Source"}}]},
         "status": {
-            "dockerImageRepository": "image-registry.openshift-image-registry.svc:5000/openshift/driver-toolkit",
+            "dockerImageRepository": INTERNAL_DTK_REPOSITORY,
             "tags": [{"tag": rhcos, "items": [{"dockerImageReference": dtk_pullspec(rhcos),
                                                 "image": digest("driver-toolkit " + rhcos),
                                                 "created": "2026-11-01T00:00:00Z", "generation": 2}]}
