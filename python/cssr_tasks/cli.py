@@ -97,7 +97,9 @@ def connect(args: argparse.Namespace, environ: Mapping[str, str], log: Log,
     return Cluster.connect(args.kubeconfig, log=log, retry=retry)
 
 
-def run_task(command: str, module: ModuleType, argv: Sequence[str], environ: Mapping[str, str]) -> int:
+def run_task(command: str, module: ModuleType, argv: Sequence[str], environ: Mapping[str, str], *,
+             run: Callable[..., Any] | None = None) -> int:
+    """The generic adapter; `run` replaces `module.run` for a command with phases (build-kmods)."""
     parser = argparse.ArgumentParser(prog=f"cssr-tasks {command}", description=(module.__doc__ or "").strip())
     common_arguments(parser)
     dests = param_arguments(parser, module.Params)
@@ -107,7 +109,7 @@ def run_task(command: str, module: ModuleType, argv: Sequence[str], environ: Map
     try:
         params = module.Params.from_env(environment_with_flags(environ, args, dests))
         cluster = connect(args, environ, log, cleanups) if getattr(module, "NEEDS_CLUSTER", True) else None
-        result = module.run(params, cluster=cluster, log=log)
+        result = (run or module.run)(params, cluster=cluster, log=log)
     except CssrError as e:
         log.info(f"error: {e}")
         return e.exit_code

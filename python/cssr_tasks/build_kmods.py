@@ -1,0 +1,502 @@
+"""Build the DPDK kernel modules for every kernel of the set that lacks verified ones.
+
+Per kernel without verified `<modules-dir>/<kver>/dpdk/<module>.ko`: run the builder (Juniper's
+kmod-builder by default) with KERNEL_VERSION and a `uname -r` shim naming the kernel, let it
+write into a staging directory, verify what it wrote (ELF, vermagic), sign it when a key is
+given, verify again, and rename it into place. The whole run holds the volume's build lock, so
+that concurrent builders (another PipelineRun, a developer) never build the same kernel twice
+nor see each other's half-written files.
+
+`cssr-tasks build-kmods` does it all in one process (the builder must then run in the same
+container). The Task splits it around its kmod-builder step, whose image has no Python:
+`build-kmods prepare` takes the lock, plans and stages; the kmod-builder step runs the plan
+with kmod-build.sh; `build-kmods commit` verifies, signs, renames into place and releases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import fcntl
+import json
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .elf import strip_signature
+from .errors import ConfigError, CssrError, WaitTimeout
+from .kmod_checks import Check, read_kernels, read_modules, verify_dir, verify_tree
+from .log import Log
+from .params import Reader
+
+NEEDS_CLUSTER = False
+LOCK_FILE = ".cssr-build.lock"
+STAGING = ".cssr-staging"
+DEFAULT_BUILDER = "/usr/bin/dpdk_build.sh /usr/share/128technology/dpdk/src"
+SIGN_HASH = "sha256"
+KEY_FILES = ("key.pem", "key")
+CERT_FILES = ("cert.der", "cert.pem", "cert")
+POLL_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class Params:
+    modules_dir: str = "/usr/lib/modules"
+    kernels: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ("igb_uio", "rte_kni")
+    builder_command: tuple[str, ...] = tuple(shlex.split(DEFAULT_BUILDER))
+    builder_root: str = "/"
+    builder_output: str = "{builder_root}/usr/lib/modules/{kernel}/dpdk"
+    kernel_tree_dir: str = ""
+    lock_timeout: int = 1800
+    stale_after: int = 600
+    signing_secret_dir: str = ""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Params:
+        read = Reader(environ)
+        command = read.string("builder-command", DEFAULT_BUILDER)
+        try:
+            argv = tuple(shlex.split(command))
+            if not argv:
+                read.fail("param builder-command is empty; give the builder and its arguments")
+        except ValueError as e:
+            read.fail(f"param builder-command={command!r} is not valid shell words ({e})")
+            argv = ()
+        if any("\n" in a for a in argv):
+            read.fail("param builder-command must not contain newlines")
+        params = cls(
+            modules_dir=read.string("modules-dir", cls.modules_dir),
+            kernels=read_kernels(read),
+            modules=read_modules(read),
+            builder_command=argv,
+            builder_root=read.string("builder-root", "/", pattern=r"/\S*", hint="an absolute path without spaces"),
+            builder_output=read.string("builder-output", cls.builder_output),
+            kernel_tree_dir=read.string("kernel-tree-dir", "", pattern=r"/\S*",
+                                        hint="an absolute path without spaces, or empty"),
+            lock_timeout=read.integer("lock-timeout", cls.lock_timeout, minimum=0),
+            stale_after=read.integer("stale-after", cls.stale_after, minimum=1),
+            signing_secret_dir=read.string("signing-secret-dir", ""),
+        )
+        try:
+            sample = params.output_for("5.14.0-1.el9.x86_64")
+            if "5.14.0-1.el9.x86_64" not in Path(sample).parts or "\n" in sample:
+                read.fail(f"param builder-output={params.builder_output!r} must name a directory per kernel, "
+                          "with {kernel} as one of its path components")
+        except (KeyError, IndexError, ValueError) as e:
+            read.fail(f"param builder-output={params.builder_output!r} is not a valid template ({e!r}); "
+                      "use {kernel}, {builder_root} and {modules_dir}")
+        read.done()
+        return params
+
+    def output_for(self, kernel: str) -> str:
+        """Where the builder leaves its modules for `kernel`, as the builder sees it."""
+        root = self.builder_root.rstrip("/")
+        return os.path.normpath(self.builder_output.format(kernel=kernel, builder_root=root,
+                                                           modules_dir=self.modules_dir))
+
+
+@dataclass(frozen=True)
+class Result:
+    built_kernels: list[str]
+
+
+def run(params: Params, *, cluster: None = None, log: Log) -> Result:
+    """Plan, build and commit in one process, holding the lock throughout."""
+    with _filesystem_errors(params):
+        build = Build(params, log, owner=f"{_host()}-{os.getpid()}", span="process")
+        build.lock.acquire()
+        try:
+            plan = build.plan()
+            if plan:
+                build.run_builder()
+            built, failures = build.commit(plan)
+        finally:
+            build.lock.release()
+    return build.result(built, failures)
+
+
+def prepare(params: Params, *, cluster: None = None, log: Log) -> Result:
+    """The Task's first half: take the lock as a lease that outlives this step, plan, stage the script."""
+    with _filesystem_errors(params):
+        build = Build(params, log, owner=_host(), span="task")
+        build.lock.acquire()
+        try:
+            plan = build.plan()
+        except BaseException:
+            build.lock.release()
+            raise
+        build.lock.detach()
+    state = f"{len(plan)} kernel(s) to build" if plan else "nothing to build"
+    log.info(f"plan in {build.plan_dir}: {state}; the build lease stays held until `build-kmods commit`")
+    return Result(built_kernels=[])
+
+
+def commit(params: Params, *, cluster: None = None, log: Log) -> Result:
+    """The Task's second half: verify and sign what the kmod-builder step staged, rename it into place, unlock."""
+    with _filesystem_errors(params):
+        build = Build(params, log, owner=_host(), span="task")
+        build.lock.acquire(resume=True)
+        try:
+            plan = build.read_plan()
+            built, failures = build.commit(plan)
+        finally:
+            build.lock.release()
+    return build.result(built, failures)
+
+
+@contextmanager
+def _filesystem_errors(params: Params) -> Iterator[None]:
+    """A volume that is full, read-only or owned by another user is the user's to fix: say so in one line."""
+    try:
+        yield
+    except OSError as e:
+        where = e.filename or params.modules_dir
+        raise CssrError(f"could not build modules in {params.modules_dir}: {where}: {e.strerror or e}; the modules "
+                        "volume must be mounted, writable by this step's user, and have free space") from None
+
+
+def main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
+    """`build-kmods [prepare|commit] [--param value ...]`: the sub-command picks the phase."""
+    from . import cli
+
+    phases = {"prepare": prepare, "commit": commit}
+    phase = argv[0] if argv and argv[0] in phases else ""
+    return cli.run_task(f"build-kmods {phase}".strip(), sys.modules[__name__], list(argv[1:] if phase else argv),
+                        environ, run=phases.get(phase, run))
+
+
+class Build:
+    """One build's paths and steps; the lock is held by the caller around them."""
+
+    def __init__(self, params: Params, log: Log, *, owner: str, span: str) -> None:
+        self.params, self.log, self.owner = params, log, owner
+        self.modules_dir = Path(params.modules_dir).absolute()
+        self.staging = self.modules_dir / STAGING
+        self.plan_dir = self.staging / owner
+        self.lock = BuildLock(self.modules_dir, owner, span, timeout=params.lock_timeout,
+                              stale_after=params.stale_after, log=log)
+        self.signing = signing_keys(params.signing_secret_dir, log)
+
+    def plan(self) -> list[str]:
+        """The kernels without verified modules; writes the plan, argv and kmod-build.sh into the plan dir."""
+        self._clean_leftovers()
+        todo = []
+        for kernel in self.params.kernels:
+            checks = verify_tree(self.modules_dir, kernel, self.params.modules,
+                                 require_signature=self.signing is not None)
+            if all(c.ok for c in checks):
+                self.log.info(f"kernel {kernel}: modules verified ({_summary(checks)}); no build")
+            else:
+                self.log.info(f"kernel {kernel}: needs a build: " + "; ".join(
+                    f"{c.path.name} {'; '.join(c.problems)}" for c in checks if not c.ok))
+                todo.append(kernel)
+        self.plan_dir.mkdir(parents=True)
+        script = self.plan_dir / "kmod-build.sh"
+        script.write_bytes(resources.files("cssr_tasks").joinpath("files/kmod-build.sh").read_bytes())
+        script.chmod(0o755)
+        (self.plan_dir / "argv").write_text("".join(f"{a}\n" for a in self.params.builder_command))
+        lines = [f"root {self.params.builder_root}", f"trees {self.params.kernel_tree_dir}"]
+        lines += [f"kernel {k} {self.params.output_for(k)}" for k in todo]
+        (self.plan_dir / "plan").write_text("\n".join(lines) + "\n")
+        if todo and not self.params.kernel_tree_dir and any(
+                Path(self.params.output_for(k)) == self.modules_dir / k / "dpdk" for k in todo):
+            self.log.info("the builder writes into the live tree (no kernel-tree-dir: the PoC's mounts); its "
+                          "output is moved to staging as soon as it exits, verified, and moved back")
+        return todo
+
+    def read_plan(self) -> list[str]:
+        plan = self.plan_dir / "plan"
+        if not plan.is_file():
+            raise CssrError(f"could not commit the module build: no plan at {plan}; "
+                            "run `cssr-tasks build-kmods prepare` first, in the same pod")
+        return [line.split()[1] for line in plan.read_text().splitlines() if line.startswith("kernel ")]
+
+    def run_builder(self) -> None:
+        command = ["sh", str(self.plan_dir / "kmod-build.sh"), str(self.plan_dir)]
+        self.log.info(f"running the builder: {shlex.join(self.params.builder_command)}")
+        with self.log.timed("the builder"):
+            try:
+                proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True, errors="replace")
+            except OSError as e:
+                raise CssrError(f"could not start {command[0]}: {e.strerror}; the step needs a POSIX sh") from None
+            assert proc.stdout is not None
+            with proc:
+                for line in proc.stdout:
+                    self.log.info(f"  | {line.rstrip()}")
+
+    def commit(self, kernels: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Verify, sign and rename each staged kernel into place; returns (built, failure messages)."""
+        built, failures = [], []
+        for kernel in kernels:
+            try:
+                self._commit_kernel(kernel)
+                built.append(kernel)
+            except CssrError as e:
+                self.log.info(f"kernel {kernel}: {e}")
+                failures.append(f"kernel {kernel}: {e}")
+        shutil.rmtree(self.plan_dir, ignore_errors=True)
+        return built, failures
+
+    def result(self, built: list[str], failures: list[str]) -> Result:
+        if failures:
+            raise CssrError(f"could not build modules for {len(failures)} kernel(s): " + " | ".join(failures)
+                            + (f" (built: {', '.join(built)})" if built else "")
+                            + "; see the builder's output above")
+        self.log.info(f"built modules for {len(built)} kernel(s): {', '.join(built)}" if built
+                      else "built nothing: every kernel's modules were verified")
+        return Result(built_kernels=built)
+
+    def _commit_kernel(self, kernel: str) -> None:
+        stage = self.plan_dir / kernel
+        failed = self.plan_dir / f"{kernel}.failed"
+        if failed.exists():
+            raise CssrError(failed.read_text().strip() or "the builder failed")
+        if not stage.is_dir():
+            raise CssrError(f"the builder step staged nothing at {stage} (did the kmod-builder step run?)")
+        checks = verify_dir(stage, kernel, self.params.modules)
+        _fail_unless_ok(checks, f"the builder's output ({self.params.output_for(kernel)})")
+        if self.signing is not None:
+            for check in checks:
+                sign(check.path, self.sign_file(kernel), *self.signing)
+            checks = verify_dir(stage, kernel, self.params.modules, require_signature=True)
+            _fail_unless_ok(checks, "the signed modules")
+        for path in stage.iterdir():
+            _fsync(path)
+        live = self.modules_dir / kernel / "dpdk"
+        live.parent.mkdir(parents=True, exist_ok=True)
+        old = self.plan_dir / f"{kernel}.old"
+        if live.exists() or live.is_symlink():
+            os.rename(live, old)
+        os.rename(stage, live)
+        _fsync(live.parent)
+        shutil.rmtree(old, ignore_errors=True)
+        self.log.info(f"kernel {kernel}: {_summary(checks)} verified{' and signed' if self.signing else ''}; "
+                      f"renamed into {live}")
+
+    def sign_file(self, kernel: str) -> Path:
+        if self.params.kernel_tree_dir:
+            return Path(self.params.kernel_tree_dir) / "kernels" / kernel / "scripts" / "sign-file"
+        return Path(self.params.builder_root) / "usr/src/kernels" / kernel / "scripts" / "sign-file"
+
+    def _clean_leftovers(self) -> None:
+        """Staging left by builders that died: safe to remove, since we hold the lock."""
+        if self.staging.is_dir():
+            for entry in sorted(self.staging.iterdir()):
+                self.log.info(f"removing leftover staging {entry}" if entry != self.plan_dir
+                              else f"starting over in {entry}")
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+
+
+def signing_keys(directory: str, log: Log) -> tuple[Path, Path] | None:
+    """(key, certificate) from the signing Secret's folder; None (no signing) when no folder or an empty one."""
+    if not directory:
+        return None
+    folder = Path(directory)
+    names = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
+    if not names:
+        log.info(f"no signing key in {directory} (the signing-key workspace is not bound): modules are not signed")
+        return None
+    key = next((folder / n for n in KEY_FILES if (folder / n).is_file()), None)
+    cert = next((folder / n for n in CERT_FILES if (folder / n).is_file()), None)
+    if key is None or cert is None:
+        raise ConfigError(f"could not use the signing key in {directory}: it holds {', '.join(names)}; it needs a "
+                          f"private key ({' or '.join(KEY_FILES)}) and a certificate ({' or '.join(CERT_FILES)})")
+    log.info(f"signing modules with {key.name} and {cert.name} from {directory}")
+    return key, cert
+
+
+def sign(module: Path, sign_file: Path, key: Path, cert: Path) -> None:
+    """Sign with the kernel tree's scripts/sign-file, replacing any signature the module had."""
+    if module.name.endswith(".xz"):
+        raise CssrError(f"could not sign {module}: it is compressed; have the builder write plain .ko files")
+    if not os.access(sign_file, os.X_OK):
+        raise CssrError(f"could not sign {module}: no executable {sign_file}; the kernel tree must hold "
+                        "scripts/sign-file (kernel-devel does)")
+    data = module.read_bytes()
+    stripped = strip_signature(data, str(module))
+    if len(stripped) != len(data):
+        module.write_bytes(stripped)
+    command = [str(sign_file), SIGN_HASH, str(key), str(cert), str(module)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, errors="replace", check=False)
+    except OSError as e:
+        raise CssrError(f"could not run {sign_file}: {e.strerror}; it must run in this step's image "
+                        "(RHEL 9 kernels' sign-file needs libcrypto.so.3)") from None
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip().splitlines()
+        raise CssrError(f"could not sign {module}: sign-file exited with {done.returncode}"
+                        f"{': ' + detail[-1] if detail else ''}; check the key and certificate")
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who holds the build lock: kept in the lock file, so that it outlives a step and names a dead holder."""
+
+    owner: str
+    host: str
+    pid: int
+    since: float
+    span: str  # "process": held with the flock for one process's life; "task": across a Task's steps
+
+    def describe(self) -> str:
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.since)) if self.since else "an unknown time"
+        return f"{self.owner} (pid {self.pid} on {self.host}, {self.span} lease since {when})"
+
+
+class BuildLock:
+    """flock on `<modules-dir>/.cssr-build.lock`, plus the lease written in that file.
+
+    The flock guards each change of the lease and, in the one-process mode, the whole build; the
+    kernel drops it when its holder dies, so a lease of span "process" found under a free flock is
+    stale. A lease of span "task" outlives the steps that took it, and is stale when neither it
+    nor its build's heartbeat file changed for stale-after seconds.
+    """
+
+    def __init__(self, modules_dir: Path, owner: str, span: str, *, timeout: float, stale_after: float,
+                 log: Log) -> None:
+        self.path = modules_dir / LOCK_FILE
+        self.staging = modules_dir / STAGING
+        self.owner, self.span, self.timeout, self.stale_after, self.log = owner, span, timeout, stale_after, log
+        self.fd: int | None = None
+
+    def acquire(self, *, resume: bool = False) -> None:
+        """Wait up to `timeout` seconds for the lock. With resume, the lease must already be ours."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o664)
+        except OSError as e:
+            raise CssrError(f"could not open the build lock {self.path}: {e.strerror}; the modules volume must "
+                            "be mounted and writable") from None
+        deadline = time.monotonic() + self.timeout
+        waited = False
+        start = time.monotonic()
+        while True:
+            holder = self._read(fd)
+            if self._try_flock(fd):
+                holder = self._read(fd)
+                if resume:
+                    if holder is None or holder.owner != self.owner:
+                        self._close(fd)
+                        taken = f"is held by {holder.describe()}" if holder else "was released"
+                        raise CssrError(f"could not resume build {self.owner}: its build lease {taken}, so its "
+                                        "staged modules are gone; the build took longer than stale-after, or "
+                                        "another run took over; run the Task again")
+                    break
+                if holder is None or holder.owner == self.owner:
+                    break
+                stale = self._stale(holder)
+                if stale:
+                    self.log.warn(f"taking over the build lock from {holder.describe()}: {stale}")
+                    break
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            if time.monotonic() >= deadline:
+                self._close(fd)
+                who = holder.describe() if holder else "another process"
+                raise WaitTimeout(f"could not take the build lock {self.path} within {self.timeout:.0f}s: held by "
+                                  f"{who}; wait for that build to finish, or raise lock-timeout")
+            if not waited:
+                self.log.info(f"waiting up to {self.timeout:.0f}s for the build lock, held by "
+                              f"{holder.describe() if holder else 'another process'}")
+                waited = True
+            time.sleep(POLL_SECONDS)
+        if waited:
+            self.log.info(f"took the build lock after {time.monotonic() - start:.1f}s")
+        self.fd = fd
+        lease = Lease(self.owner, _host(), os.getpid(), time.time(), self.span)
+        data = json.dumps(dataclasses.asdict(lease)).encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+        os.fsync(fd)
+
+    def detach(self) -> None:
+        """Let go of the flock and keep the lease: the Task's later step resumes it."""
+        if self.fd is not None:
+            self._close(self.fd)
+            self.fd = None
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            self._close(self.fd)
+            self.fd = None
+
+    @staticmethod
+    def _try_flock(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            raise CssrError(f"could not lock the build lock file: {e.strerror}; the volume must support "
+                            "flock (CephFS and NFSv4 do)") from None
+
+    @staticmethod
+    def _close(fd: int) -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _read(fd: int) -> Lease | None:
+        raw = os.pread(fd, 4096, 0)
+        if not raw.strip():
+            return None
+        try:
+            data = json.loads(raw)
+            return Lease(str(data["owner"]), str(data["host"]), int(data["pid"]), float(data["since"]),
+                         str(data["span"]))
+        except (ValueError, KeyError, TypeError):
+            return Lease("an unreadable lock record", "?", 0, 0.0, "process")
+
+    def _stale(self, lease: Lease) -> str:
+        """Why the lease is stale, or "" when its holder may still be alive."""
+        if lease.span != "task":
+            return "its process is gone (the kernel released its lock)"
+        beats = [lease.since] + [p.stat().st_mtime for p in (self.staging / lease.owner / "heartbeat",)
+                                 if p.exists()]
+        idle = time.time() - max(beats)
+        if idle > self.stale_after:
+            return f"no sign of life for {idle:.0f}s (stale-after is {self.stale_after:.0f}s)"
+        return ""
+
+
+def _fail_unless_ok(checks: Sequence[Check], what: str) -> None:
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        raise CssrError(f"{what} failed verification: " + " | ".join(c.describe() for c in failed))
+
+
+def _summary(checks: Sequence[Check]) -> str:
+    return ", ".join(c.path.name for c in checks)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _host() -> str:
+    """This pod's name on a cluster (every step of a TaskRun shares it), the machine's name elsewhere."""
+    host = socket.gethostname()
+    if not host or not all(c.isalnum() or c in "._-" for c in host):
+        raise ConfigError(f"could not use the host name {host!r} to name the build; set a plain host name")
+    return host
