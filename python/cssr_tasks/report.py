@@ -1,0 +1,199 @@
+"""Summarize a cssr-deploy run, and record its kernel set as the last good one when it succeeded.
+
+The finally task of the pipeline. Statuses come from params (`$(tasks.<t>.status)`, which
+Tekton fills even for failed and skipped tasks); durations and results come from the run's
+TaskRuns (label tekton.dev/pipelineRun), as Tekton recorded them. Results are deliberately
+not params: a finally task whose param names a result that was never produced is skipped by
+Tekton, and the report must run most of all when the run failed.
+
+ConfigMap `cssr-deploy-state` (keys kernel-set-id, kernel-versions, pipeline-run, time) is
+written only when the run Succeeded or Completed, and only when its kernel set differs from
+the recorded one: `pipeline-run` and `time` name the run that first proved this kernel set,
+and a re-run that changes nothing writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from . import kernels
+from .cluster import Cluster
+from .errors import ApiError, CssrError, Forbidden, NotFound
+from .log import Log
+from .params import Reader
+from .tekton import summary
+
+NEEDS_CLUSTER = True
+STATE_CONFIGMAP = "cssr-deploy-state"
+TEKTON_API = "tekton.dev/v1"
+STATUSES = ("Succeeded", "Failed", "Completed", "None")
+GOOD = ("Succeeded", "Completed")
+
+
+@dataclass(frozen=True)
+class Params:
+    pipeline_run: str = field(default="", metadata={"help": "the PipelineRun's name"})
+    namespace: str = field(default="", metadata={"help": "the PipelineRun's namespace; the state ConfigMap's too"})
+    aggregate_status: str = field(default="None", metadata={"help": "$(tasks.status)"})
+    task_statuses: dict[str, str] = field(default_factory=dict,
+                                          metadata={"help": "JSON object: pipeline task -> $(tasks.<t>.status)"})
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Params:
+        read = Reader(environ)
+        name_pattern = r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
+        params = cls(
+            pipeline_run=read.string("pipeline-run", required=True, pattern=name_pattern,
+                                     hint="pass $(context.pipelineRun.name)"),
+            namespace=read.string("namespace", required=True, pattern=name_pattern,
+                                  hint="pass $(context.pipelineRun.namespace)"),
+            aggregate_status=read.choice("aggregate-status", "None", STATUSES),
+            task_statuses=read.json("task-statuses", {}, kind=dict,
+                                    hint='e.g. {"preflight":"$(tasks.preflight.status)"}'),
+        )
+        for task, status in params.task_statuses.items():
+            if status not in ("Succeeded", "Failed", "None"):
+                read.fail(f"param task-statuses: {task}={status!r} is not Succeeded, Failed or None; pass "
+                          f"$(tasks.{task}.status)")
+        read.done()
+        return params
+
+
+@dataclass(frozen=True)
+class Result:
+    recorded: bool
+
+
+def run(params: Params, *, cluster: Cluster, log: Log) -> Result:
+    taskruns = _taskruns(params, cluster, log)
+    _print_summary(params, taskruns, log)
+    if params.aggregate_status not in GOOD:
+        failed = [t for t, s in params.task_statuses.items() if s == "Failed"]
+        hint = (f" (failed: {', '.join(failed)}; read the log with tkn taskrun logs {params.pipeline_run}-{failed[0]} "
+                f"-n {params.namespace})") if failed else ""
+        log.info(f"PipelineRun {params.pipeline_run}: {params.aggregate_status}{hint}")
+        state = _state(cluster, params, log)
+        kept = (f"{state.get('kernel-set-id')} (recorded by {state.get('pipeline-run')} at {state.get('time')})"
+                if state else "none recorded yet")
+        log.info(f"the last good kernel set is unchanged: {kept}")
+        return Result(recorded=False)
+    log.info(f"PipelineRun {params.pipeline_run}: {params.aggregate_status}")
+    return Result(recorded=_record(params, taskruns, cluster, log))
+
+
+def _taskruns(params: Params, cluster: Cluster, log: Log) -> dict[str, dict[str, Any]]:
+    """The run's TaskRuns by pipeline task; empty (durations n/a) where there are none to read."""
+    try:
+        items = cluster.list(TEKTON_API, "taskruns", namespace=params.namespace,
+                             label_selector=f"tekton.dev/pipelineRun={params.pipeline_run}")
+    except Forbidden:
+        log.warn(f"may not list TaskRuns in {params.namespace}: durations and changes are n/a; give the "
+                 "pipeline's ServiceAccount list on taskruns.tekton.dev")
+        return {}
+    except NotFound:
+        items = []
+    if not items:
+        log.info(f"no TaskRuns of {params.pipeline_run} in {params.namespace} (the local executor records them only "
+                 "with --simulated): durations and changes are n/a")
+    found: dict[str, dict[str, Any]] = {}
+    for item in sorted(items, key=lambda t: t["metadata"]["name"]):
+        task = (item["metadata"].get("labels") or {}).get("tekton.dev/pipelineTask") or item["metadata"]["name"]
+        found[task] = item
+    return found
+
+
+def _seconds(taskrun: dict[str, Any] | None) -> float | None:
+    status = (taskrun or {}).get("status") or {}
+    try:
+        start = datetime.fromisoformat(str(status["startTime"]))
+        end = datetime.fromisoformat(str(status["completionTime"]))
+    except (KeyError, ValueError):
+        return None
+    return max(0.0, (end - start).total_seconds())
+
+
+def _results(taskrun: dict[str, Any] | None) -> dict[str, str]:
+    items = ((taskrun or {}).get("status") or {}).get("results") or []
+    return {str(r.get("name")): r["value"] if isinstance(r.get("value"), str) else json.dumps(r.get("value"))
+            for r in items if r.get("name")}
+
+
+def _taskrun_status(taskrun: dict[str, Any]) -> str:
+    for condition in (taskrun.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Succeeded":
+            return {"True": "Succeeded", "False": "Failed"}.get(str(condition.get("status")), "Running")
+    return "Running"
+
+
+def _print_summary(params: Params, taskruns: dict[str, dict[str, Any]], log: Log) -> None:
+    rows = []
+    for task, status in params.task_statuses.items():
+        taskrun = taskruns.get(task)
+        shown = "Skipped" if status == "None" else status
+        seconds = _seconds(taskrun)
+        changed = summary.changes(_results(taskrun)) if status == "Succeeded" and taskrun else "-"
+        rows.append((task, shown, summary.duration(seconds) if taskrun or status != "None" else "-", changed))
+    for task, taskrun in taskruns.items():
+        if task not in params.task_statuses:  # finally tasks, this one included
+            status = _taskrun_status(taskrun)
+            changed = summary.changes(_results(taskrun)) if status == "Succeeded" else "-"
+            seconds = _seconds(taskrun)
+            rows.append((f"{task} (finally)", status, summary.duration(seconds) if seconds is not None else "-",
+                         changed))
+    log.info(f"summary of PipelineRun {params.pipeline_run} in {params.namespace}:")
+    log.info(summary.table(("TASK", "STATUS", "DURATION", "CHANGED"), rows))
+
+
+def _state(cluster: Cluster, params: Params, log: Log) -> dict[str, str]:
+    try:
+        configmap = cluster.get_or_none("v1", "configmaps", STATE_CONFIGMAP, params.namespace)
+    except ApiError as e:
+        log.warn(f"could not read ConfigMap {params.namespace}/{STATE_CONFIGMAP}: {e}")
+        return {}
+    return {str(k): str(v) for k, v in ((configmap or {}).get("data") or {}).items()}
+
+
+def _record(params: Params, taskruns: dict[str, dict[str, Any]], cluster: Cluster, log: Log) -> bool:
+    found = [(name, _results(tr)) for name, tr in taskruns.items()
+             if _taskrun_status(tr) == "Succeeded" and "kernel-set-id" in _results(tr)]
+    if not found:
+        log.warn(f"no TaskRun of {params.pipeline_run} reports kernel-set-id: the last good kernel set is not "
+                 "recorded (does the pipeline run detect-kernel?)")
+        return False
+    task, results = found[0]
+    set_id = results["kernel-set-id"]
+    try:
+        versions = json.loads(results.get("kernel-versions", ""))
+    except ValueError:
+        versions = None
+    if not isinstance(versions, list) or kernels.kernel_set_id(versions) != set_id:
+        log.warn(f"task {task} reports kernel-set-id {set_id} with kernel-versions {results.get('kernel-versions')!r}, "
+                 "which do not match: nothing recorded")
+        return False
+    compact = json.dumps(kernels.kernel_set(versions), separators=(",", ":"))
+    state = _state(cluster, params, log)
+    if state.get("kernel-set-id") == set_id and state.get("kernel-versions") == compact:
+        log.info(f"kernel set {set_id} is already the last good one (recorded by {state.get('pipeline-run')} at "
+                 f"{state.get('time')}); nothing to change")
+        return True
+    configmap = {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": STATE_CONFIGMAP, "namespace": params.namespace,
+                     "labels": {"app.kubernetes.io/name": "cssr-deploy",
+                                "app.kubernetes.io/managed-by": "cssr-deploy"}},
+        "data": {"kernel-set-id": set_id, "kernel-versions": compact, "pipeline-run": params.pipeline_run,
+                 "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
+    }
+    try:
+        cluster.apply(configmap)
+    except CssrError as e:
+        raise CssrError(f"could not record the last good kernel set in ConfigMap {params.namespace}/"
+                        f"{STATE_CONFIGMAP}: {e}") from e
+    before = f" (was {state['kernel-set-id']})" if state.get("kernel-set-id") else ""
+    log.info(f"recorded kernel set {set_id} ({', '.join(kernels.kernel_set(versions))}) as the last good one in "
+             f"ConfigMap {params.namespace}/{STATE_CONFIGMAP}{before}")
+    return True

@@ -1,0 +1,476 @@
+"""Tekton v1 Pipelines and Tasks as the executor needs them, loaded with the line of every value.
+
+Strings and mappings from YAML keep the line they were written on (`Text.line`, `Map.line`),
+so that a reference that does not resolve is reported as `file:line`, before anything runs.
+Structural problems are collected into one `Problems` list and reported together.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+
+PARAM_TYPES = ("string", "array", "object")
+
+
+class Text(str):
+    """A YAML string that remembers its line (1-based); a literal block (`|`) knows each of its lines."""
+
+    line: int = 0
+    literal: bool = False
+
+    def line_at(self, offset: int) -> int:
+        return self.line + (self.count("\n", 0, offset) if self.literal else 0)
+
+
+class Map(dict[str, Any]):
+    """A YAML mapping that remembers its line (1-based)."""
+
+    line: int = 0
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _text(loader: _Loader, node: yaml.ScalarNode) -> Text:
+    text = Text(loader.construct_scalar(node))
+    text.line = node.start_mark.line + 1
+    if node.style in ("|", ">"):  # the content starts on the line after the indicator
+        text.line += 1
+        text.literal = node.style == "|"
+    return text
+
+
+def _map(loader: _Loader, node: yaml.MappingNode) -> Map:
+    mapping = Map({str(k): v for k, v in loader.construct_mapping(node, deep=True).items()})
+    mapping.line = node.start_mark.line + 1
+    return mapping
+
+
+_Loader.add_constructor("tag:yaml.org,2002:str", _text)
+_Loader.add_constructor("tag:yaml.org,2002:map", _map)
+
+
+def line_of(value: Any, default: int = 0) -> int:
+    return int(getattr(value, "line", default) or default)
+
+
+@dataclass
+class Problems:
+    """Every problem found before the run, as `file:line: message`."""
+
+    items: list[str] = field(default_factory=list)
+
+    def add(self, file: Path | str, line: int, message: str) -> None:
+        where = f"{file}:{line}" if line else str(file)
+        entry = f"{where}: {message}"
+        if entry not in self.items:
+            self.items.append(entry)
+
+    def raise_if_any(self, what: str) -> None:
+        if self.items:
+            listing = "\n".join(f"  - {item}" for item in self.items)
+            raise ConfigError(f"could not start {what}: {len(self.items)} problem(s) found before "
+                              f"anything ran:\n{listing}")
+
+
+def load_documents(path: Path) -> list[Map]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"could not read {path}: {e.strerror}; check the path") from e
+    try:
+        docs = list(yaml.load_all(text, Loader=_Loader))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"could not parse {path}: {e}; fix the YAML") from e
+    return [d for d in docs if isinstance(d, Map)]
+
+
+# -- declarations ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    type: str
+    default: Any
+    has_default: bool
+    properties: tuple[str, ...]
+    line: int
+
+
+@dataclass(frozen=True)
+class ResultSpec:
+    name: str
+    type: str
+    properties: tuple[str, ...]
+    line: int
+
+
+@dataclass(frozen=True)
+class WorkspaceSpec:
+    name: str
+    optional: bool
+    line: int
+    mount_path: str = ""  # where a pod mounts it: the declared mountPath, else /workspace/<name>
+    read_only: bool = False
+
+
+@dataclass
+class TaskSpec:
+    name: str
+    file: Path
+    line: int
+    params: dict[str, ParamSpec]
+    results: dict[str, ResultSpec]
+    workspaces: dict[str, WorkspaceSpec]
+    step_template: Map
+    steps: list[Map]
+    inline: bool
+    volumes: list[Map] = field(default_factory=list)
+
+
+@dataclass
+class PipelineTask:
+    name: str
+    line: int
+    task: TaskSpec
+    params: dict[str, Any]
+    run_after: list[Text]
+    when: list[Map]
+    workspaces: list[Map]
+    retries: int
+    timeout: float | None
+    is_finally: bool
+
+
+@dataclass
+class PipelineResult:
+    name: str
+    value: Any
+    line: int
+
+
+@dataclass
+class Pipeline:
+    name: str
+    file: Path
+    params: dict[str, ParamSpec]
+    workspaces: dict[str, WorkspaceSpec]
+    tasks: list[PipelineTask]
+    finally_tasks: list[PipelineTask]
+    results: list[PipelineResult]
+
+    @property
+    def all_tasks(self) -> list[PipelineTask]:
+        return self.tasks + self.finally_tasks
+
+    def task(self, name: str) -> PipelineTask | None:
+        return next((t for t in self.all_tasks if t.name == name), None)
+
+
+# -- loading --------------------------------------------------------------------------------
+
+# Fields whose semantics the executor does not implement: refusing them beats running
+# something other than what a cluster would run.
+_UNSUPPORTED_PIPELINE_TASK = ("matrix", "pipelineRef", "pipelineSpec", "onError")
+_UNSUPPORTED_TASK = ("sidecars",)
+
+
+def _params(raw: Any, file: Path, problems: Problems) -> dict[str, ParamSpec]:
+    specs: dict[str, ParamSpec] = {}
+    for item in raw or []:
+        if not isinstance(item, dict) or not item.get("name"):
+            problems.add(file, line_of(item), "a param needs a name")
+            continue
+        has_default = "default" in item
+        default = item.get("default")
+        declared = item.get("type")
+        kind = str(declared) if declared else (
+            "array" if isinstance(default, list) else "object" if isinstance(default, dict) else "string")
+        if kind not in PARAM_TYPES:
+            problems.add(file, line_of(declared), f"param {item['name']} has type {kind!r}; "
+                         "use string, array or object")
+            kind = "string"
+        properties = tuple(str(p) for p in (item.get("properties") or {}))
+        spec = ParamSpec(str(item["name"]), kind, default, has_default, properties, line_of(item))
+        if has_default:
+            error = type_error(spec, default)
+            if error:
+                problems.add(file, line_of(item), f"the default of param {spec.name} {error}")
+        specs[spec.name] = spec
+    return specs
+
+
+def _results(raw: Any, file: Path, problems: Problems) -> dict[str, ResultSpec]:
+    specs: dict[str, ResultSpec] = {}
+    for item in raw or []:
+        if not isinstance(item, dict) or not item.get("name"):
+            problems.add(file, line_of(item), "a result needs a name")
+            continue
+        kind = str(item.get("type") or "string")
+        properties = tuple(str(p) for p in (item.get("properties") or {}))
+        specs[str(item["name"])] = ResultSpec(str(item["name"]), kind, properties, line_of(item))
+    return specs
+
+
+def _workspaces(raw: Any, file: Path, problems: Problems) -> dict[str, WorkspaceSpec]:
+    specs: dict[str, WorkspaceSpec] = {}
+    for item in raw or []:
+        if not isinstance(item, dict) or not item.get("name"):
+            problems.add(file, line_of(item), "a workspace needs a name")
+            continue
+        name = str(item["name"])
+        specs[name] = WorkspaceSpec(name, bool(item.get("optional")), line_of(item),
+                                    str(item.get("mountPath") or f"/workspace/{name}"), bool(item.get("readOnly")))
+    return specs
+
+
+def task_from(doc: Map, file: Path, problems: Problems, *, inline_name: str = "") -> TaskSpec:
+    spec = doc if inline_name else (doc.get("spec") or Map())
+    name = inline_name or str((doc.get("metadata") or {}).get("name") or "")
+    for key in _UNSUPPORTED_TASK:
+        if spec.get(key):
+            problems.add(file, line_of(spec.get(key)) or line_of(spec),
+                         f"Task {name}: {key} are not supported by the local executor")
+    steps = [s for s in spec.get("steps") or [] if isinstance(s, Map)]
+    if not steps:
+        problems.add(file, line_of(spec), f"Task {name} has no steps")
+    for index, step in enumerate(steps):
+        if step.get("ref"):
+            problems.add(file, line_of(step), f"Task {name} step {index}: StepActions (ref) are not supported "
+                         "by the local executor")
+        if step.get("script") and step.get("command"):
+            problems.add(file, line_of(step), f"Task {name} step {step.get('name', index)}: a step has either "
+                         "a script or a command, not both")
+    volume_types = ("emptyDir", "secret", "configMap")
+    for volume in spec.get("volumes") or []:
+        if isinstance(volume, dict) and not any(k in volume for k in volume_types):
+            problems.add(file, line_of(volume), f"Task {name}: volume {volume.get('name')} is neither emptyDir, "
+                         "secret nor configMap, the kinds the local executor provides")
+    return TaskSpec(
+        name=name, file=file, line=line_of(doc),
+        params=_params(spec.get("params"), file, problems),
+        results=_results(spec.get("results"), file, problems),
+        workspaces=_workspaces(spec.get("workspaces"), file, problems),
+        step_template=spec.get("stepTemplate") or Map(), steps=steps, inline=bool(inline_name),
+        volumes=[v for v in spec.get("volumes") or [] if isinstance(v, Map)],
+    )
+
+
+class TaskCatalog:
+    """Tasks by name: those in the pipeline file first, then `<dir>/<name>.yaml`, then any file of a dir."""
+
+    def __init__(self, documents: Iterable[tuple[Map, Path]], dirs: Iterable[Path]) -> None:
+        self.docs = {str((d.get("metadata") or {}).get("name")): (d, p)
+                     for d, p in documents if d.get("kind") == "Task"}
+        self.dirs = [d for d in dirs if d.is_dir()]
+        self.loaded: dict[str, TaskSpec] = {}
+
+    def find(self, name: str) -> tuple[Map, Path] | None:
+        if name in self.docs:
+            return self.docs[name]
+        for directory in self.dirs:
+            for candidate in [directory / f"{name}.yaml", directory / f"{name}.yml"]:
+                if candidate.is_file():
+                    found = self._task_in(candidate, name)
+                    if found:
+                        return found
+        for directory in self.dirs:
+            for candidate in sorted(directory.glob("*.y*ml")):
+                try:
+                    found = self._task_in(candidate, name)
+                except ConfigError:
+                    continue  # an unrelated broken file must not block this run
+                if found:
+                    return found
+        return None
+
+    @staticmethod
+    def _task_in(path: Path, name: str) -> tuple[Map, Path] | None:
+        for doc in load_documents(path):
+            if doc.get("kind") == "Task" and str((doc.get("metadata") or {}).get("name")) == name:
+                return doc, path
+        return None
+
+    def task(self, name: str, problems: Problems) -> TaskSpec | None:
+        if name not in self.loaded:
+            found = self.find(name)
+            if found is None:
+                return None
+            self.loaded[name] = task_from(found[0], found[1], problems)
+        return self.loaded[name]
+
+
+def load_pipeline(path: Path, tasks_dirs: Iterable[Path], problems: Problems) -> Pipeline:
+    docs = load_documents(path)
+    pipelines = [d for d in docs if d.get("kind") == "Pipeline"]
+    if len(pipelines) != 1:
+        raise ConfigError(f"could not load {path}: it holds {len(pipelines)} Pipeline documents; "
+                          "give a file with exactly one kind: Pipeline (Tasks may sit beside it)")
+    doc = pipelines[0]
+    if doc.get("apiVersion") != "tekton.dev/v1":
+        problems.add(path, line_of(doc), f"apiVersion is {doc.get('apiVersion')!r}; the executor reads "
+                     "tekton.dev/v1")
+    spec = doc.get("spec") or Map()
+    catalog = TaskCatalog(((d, path) for d in docs), tasks_dirs)
+    seen: set[str] = set()
+
+    def pipeline_task(raw: Map, is_finally: bool) -> PipelineTask | None:
+        name = str(raw.get("name") or "")
+        if not name:
+            problems.add(path, line_of(raw), "a pipeline task needs a name")
+            return None
+        if name in seen:
+            problems.add(path, line_of(raw), f"pipeline task {name} is declared twice")
+        seen.add(name)
+        for key in _UNSUPPORTED_PIPELINE_TASK:
+            if key in raw:
+                problems.add(path, line_of(raw), f"pipeline task {name}: {key} is not supported by the local "
+                             "executor")
+        task = _resolve_task(raw, name, path, catalog, problems)
+        if task is None:
+            return None
+        if is_finally and raw.get("runAfter"):
+            problems.add(path, line_of(raw), f"finally task {name} cannot use runAfter; finally tasks run "
+                         "after every task")
+        params: dict[str, Any] = {}
+        for item in raw.get("params") or []:
+            if isinstance(item, dict) and item.get("name"):
+                params[str(item["name"])] = item.get("value")
+        when = [w for w in raw.get("when") or [] if isinstance(w, Map)]
+        for expression in when:
+            if "cel" in expression:
+                problems.add(path, line_of(expression), f"pipeline task {name}: CEL when expressions are not "
+                             "supported by the local executor; use input/operator/values")
+            elif str(expression.get("operator")) not in ("in", "notin"):
+                problems.add(path, line_of(expression), f"pipeline task {name}: when operator "
+                             f"{expression.get('operator')!r} must be in or notin")
+            elif not isinstance(expression.get("values"), list):
+                problems.add(path, line_of(expression), f"pipeline task {name}: when values must be a list")
+        timeout = None
+        if raw.get("timeout") is not None:
+            try:
+                timeout = parse_duration(str(raw["timeout"]))
+            except ValueError as e:
+                problems.add(path, line_of(raw.get("timeout")) or line_of(raw), f"pipeline task {name}: {e}")
+        try:
+            retries = int(raw.get("retries") or 0)
+        except (TypeError, ValueError):
+            problems.add(path, line_of(raw), f"pipeline task {name}: retries must be a whole number")
+            retries = 0
+        return PipelineTask(
+            name=name, line=line_of(raw), task=task, params=params,
+            run_after=[t for t in raw.get("runAfter") or [] if isinstance(t, Text)],
+            when=when, workspaces=[w for w in raw.get("workspaces") or [] if isinstance(w, Map)],
+            retries=retries, timeout=timeout, is_finally=is_finally,
+        )
+
+    tasks = [t for raw in spec.get("tasks") or [] if (t := pipeline_task(raw, False))]
+    finally_tasks = [t for raw in spec.get("finally") or [] if (t := pipeline_task(raw, True))]
+    results = [PipelineResult(str(r["name"]), r.get("value"), line_of(r))
+               for r in spec.get("results") or [] if isinstance(r, dict) and r.get("name")]
+    if not tasks:
+        problems.add(path, line_of(spec), "the pipeline has no tasks")
+    return Pipeline(
+        name=str((doc.get("metadata") or {}).get("name") or path.stem), file=path,
+        params=_params(spec.get("params"), path, problems),
+        workspaces=_workspaces(spec.get("workspaces"), path, problems),
+        tasks=tasks, finally_tasks=finally_tasks, results=results,
+    )
+
+
+def _resolve_task(raw: Map, name: str, path: Path, catalog: TaskCatalog, problems: Problems) -> TaskSpec | None:
+    if isinstance(raw.get("taskSpec"), Map):
+        return task_from(raw["taskSpec"], path, problems, inline_name=f"{name} (inline taskSpec)")
+    ref = raw.get("taskRef")
+    if not isinstance(ref, dict) or not ref.get("name"):
+        how = "resolvers are" if isinstance(ref, dict) and ref.get("resolver") else "a taskRef without a name is"
+        problems.add(path, line_of(ref) or line_of(raw), f"pipeline task {name}: {how} not supported by the "
+                     "local executor; use taskRef.name or taskSpec")
+        return None
+    if ref.get("kind") not in (None, "Task"):
+        problems.add(path, line_of(ref), f"pipeline task {name}: taskRef kind {ref.get('kind')} is not supported")
+        return None
+    task = catalog.task(str(ref["name"]), problems)
+    if task is None:
+        dirs = ", ".join(str(d) for d in catalog.dirs) or "no tasks directory"
+        problems.add(path, line_of(ref), f"pipeline task {name}: Task {ref['name']} not found in {path.name} "
+                     f"or {dirs}; pass --tasks-dir")
+    return task
+
+
+# -- values ---------------------------------------------------------------------------------
+
+
+def type_error(spec: ParamSpec, value: Any) -> str:
+    """Why a value does not fit a param ('' when it does)."""
+    if spec.type == "string":
+        return "" if isinstance(value, (str, int, float, bool)) else f"must be a string, not {_kind(value)}"
+    if spec.type == "array":
+        if not isinstance(value, list):
+            return f"must be an array, not {_kind(value)}"
+        return "" if all(isinstance(v, (str, int, float, bool)) for v in value) else "must be an array of strings"
+    if not isinstance(value, dict):
+        return f"must be an object, not {_kind(value)}"
+    missing = [p for p in spec.properties if p not in value]
+    return f"lacks the key(s) {', '.join(missing)}" if missing else ""
+
+
+def normalize(value: Any) -> Any:
+    """Tekton param values are strings (or lists or maps of strings): YAML's 3 and true become '3', 'true'."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, list):
+        return [normalize(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): normalize(v) for k, v in value.items()}
+    return "" if value is None else value
+
+
+def parse_cli_value(spec: ParamSpec, text: str) -> Any:
+    """`--param` text as the param's type: JSON, or tkn's forms (`a,b` for arrays, `k:v, k2:v2` for objects)."""
+    if spec.type == "string":
+        return text
+    stripped = text.strip()
+    if stripped.startswith(("[", "{")):
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--param {spec.name}: not valid JSON ({e.msg}); give JSON or the tkn form") from e
+    if spec.type == "array":
+        return [part.strip() for part in text.split(",")] if stripped else []
+    pairs = [p for p in (part.strip() for part in text.split(",")) if p]
+    if not all(":" in p for p in pairs):
+        raise ConfigError(f"--param {spec.name}: give an object as JSON or as key:value, key2:value2")
+    return {k.strip(): v.strip() for k, v in (p.split(":", 1) for p in pairs)}
+
+
+def _kind(value: Any) -> str:
+    return "an array" if isinstance(value, list) else "an object" if isinstance(value, dict) else "a string"
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)")
+_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def parse_duration(text: str) -> float | None:
+    """A Go duration (`1h30m`, `0h1m30s`, `90s`) in seconds; `0` means no timeout (None)."""
+    text = text.strip()
+    if text in ("0", "0s", ""):
+        return None
+    if not re.fullmatch(rf"(?:{_DURATION.pattern})+", text):
+        raise ValueError(f"timeout {text!r} is not a Go duration such as 1h30m or 90s")
+    total = sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(text))
+    return total or None
