@@ -25,7 +25,7 @@ from .params import Reader
 from .registry import ImageRef, Registry, find_docker_config, parse_tls_verify
 
 NEEDS_CLUSTER = False
-DEFAULT_REPOSITORY = "image-registry.openshift-image-registry.svc:5000/cssr-deploy/cssr-init"
+DEFAULT_REPOSITORY = "image-registry.openshift-image-registry.svc:5000/cssr/cssr-init"
 # UBI 9 micro: glibc, bash and coreutils (cp, mv -T, mktemp) for the entrypoint, no package manager,
 # freely redistributable, from the RHEL the Driver Toolkit images are built on. Pinned by tag and digest.
 DEFAULT_BASE_IMAGE = ("registry.access.redhat.com/ubi9/ubi-micro:9.8-1786321990"

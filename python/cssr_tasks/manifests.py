@@ -105,12 +105,12 @@ class Params:
     replicas: int = _help(1, "router pods (at least 1)")
     node_selector: str = _help("node-role.kubernetes.io/worker=", "key=value terms: the pods' nodeSelector")
     pool: str = _help("worker", "the MachineConfigPool of the target nodes")
-    router_image: str = _help("quay.io/juniper-128t/128t-5121:latest", "the cSSR router image")
-    kmod_builder_image: str = _help("quay.io/juniper-128t/kmod-builder-51:latest", "Juniper's kmod-builder image")
-    init_image: str = _help("image-registry.openshift-image-registry.svc:5000/cssr-deploy/cssr-init:latest",
+    router_image: str = _help("quay.io/juniper-128t/128t-5121:5.1.2-1", "the cSSR router image")
+    kmod_builder_image: str = _help("quay.io/juniper-128t/kmod-builder-51:5.1.2-1", "Juniper's kmod-builder image")
+    init_image: str = _help("image-registry.openshift-image-registry.svc:5000/cssr/cssr-init:latest",
                             "the cssr-init image (build-init-image's image-url)")
     init_image_digest: str = _help("", "sha256:... digest of init-image; the pods then pull it by digest")
-    images_namespace: str = _help("cssr-deploy", "internal-registry namespace of the images; empty: none")
+    images_namespace: str = _help("cssr", "internal-registry namespace of the images; empty: none")
     network_mode: str = _help("macvlan", "macvlan (the PoC: macvlan on VF 0) or sriov (VFs in the pod)")
     networks: tuple[dict[str, Any], ...] = _help((), "Multus JSON list for the pod; empty: every rendered network")
     pf_names: tuple[str, ...] = _help(("ens6f0np0", "ens6f1np1"), "SR-IOV PFs: JSON array or comma list")

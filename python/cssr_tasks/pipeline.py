@@ -100,7 +100,7 @@ def parser() -> argparse.ArgumentParser:
                      help="where Tasks named by taskRef are found (default: tasks/ beside the pipelines/ folder "
                           "of FILE, and ./tasks)")
     run.add_argument("--name", help="the PipelineRun name (default: <pipeline>-run-<random>)")
-    run.add_argument("--namespace", default="cssr-deploy", help="the PipelineRun namespace (default: cssr-deploy)")
+    run.add_argument("--namespace", default="cssr", help="the PipelineRun namespace (default: cssr)")
     run.add_argument("--run-dir", type=Path, help="keep task folders (results, scripts, homes) here; default: a "
                      "temporary folder, removed after the run")
     run.add_argument("--results-dir", type=Path, help="write the pipeline results here, one file each")

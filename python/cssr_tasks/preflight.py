@@ -83,7 +83,7 @@ class Params:
                                       metadata={"help": "SR-IOV PFs: JSON array or comma list"})
     resource_name: str = field(default="", metadata={"help": "one SR-IOV resource for all PFs; empty: one per PF"})
     image_repository: str = field(
-        default="image-registry.openshift-image-registry.svc:5000/cssr-deploy/cssr-init",
+        default="image-registry.openshift-image-registry.svc:5000/cssr/cssr-init",
         metadata={"help": "registry/namespace/name the images go to; empty skips the registry check"})
     tls_verify: str = field(default="true", metadata={"help": "true, false, or a CA bundle path"})
 

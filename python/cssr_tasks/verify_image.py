@@ -19,7 +19,7 @@ from .params import Reader
 from .registry import ImageRef, Registry, find_docker_config, parse_tls_verify
 
 NEEDS_CLUSTER = False
-DEFAULT_REPOSITORY = "image-registry.openshift-image-registry.svc:5000/cssr-deploy/cssr-init"
+DEFAULT_REPOSITORY = "image-registry.openshift-image-registry.svc:5000/cssr/cssr-init"
 # The same names as build_init_image (task modules do not import each other; a test keeps them equal).
 LABEL_SET_ID = "cssr-deploy.kernel-set-id"
 DIGEST_FILE = ".pushed-digest"

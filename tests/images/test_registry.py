@@ -30,9 +30,9 @@ from cssr_tasks.registry import (
     load_credentials,
     parse_tls_verify,
 )
+from cssr_tasks.sim.images import RegistryServer, free_port
 
 from .conftest import PASSWORD, USER
-from .imagetools import RegistryServer, free_port
 
 DIGEST = "sha256:" + "b" * 64
 CONFIG_DIGEST = "sha256:" + "c" * 64
@@ -43,8 +43,8 @@ RETRY = RetrySettings(attempts=3, wait_initial=0)
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ("image-registry.openshift-image-registry.svc:5000/cssr-deploy/cssr-init",
-     ("image-registry.openshift-image-registry.svc:5000", "cssr-deploy/cssr-init", "", "")),
+    ("image-registry.openshift-image-registry.svc:5000/cssr/cssr-init",
+     ("image-registry.openshift-image-registry.svc:5000", "cssr/cssr-init", "", "")),
     ("quay.io/openshift-release-dev/ocp-v4.0-art-dev@" + DIGEST,
      ("quay.io", "openshift-release-dev/ocp-v4.0-art-dev", "", DIGEST)),
     ("registry.access.redhat.com/ubi9/ubi-micro:9.8-1786321990@" + DIGEST,

@@ -81,7 +81,7 @@ def test_real_tasks_run_and_the_report_records_the_kernel_set_once(sim, mini, tm
     assert "recorded kernel set " + set_id in text
 
     taskruns = {t["metadata"]["labels"]["tekton.dev/pipelineTask"]: t
-                for t in sim.objects("tekton.dev/v1", "TaskRun", "cssr-deploy")}
+                for t in sim.objects("tekton.dev/v1", "TaskRun", "cssr")}
     assert set(taskruns) == {"preflight", "detect-kernel", "report"}
     detect = taskruns["detect-kernel"]
     assert detect["metadata"]["name"] == "first-detect-kernel"
@@ -89,10 +89,10 @@ def test_real_tasks_run_and_the_report_records_the_kernel_set_once(sim, mini, tm
     assert detect["status"]["conditions"][0]["status"] == "True"
     assert {"name": "kernel-set-id", "type": "string", "value": set_id} in detect["status"]["results"]
     assert detect["status"]["startTime"] <= detect["status"]["completionTime"]
-    run = sim.get("tekton.dev/v1", "PipelineRun", "first", "cssr-deploy")
+    run = sim.get("tekton.dev/v1", "PipelineRun", "first", "cssr")
     assert run is not None and run["status"]["conditions"][0]["reason"] == "Succeeded"
 
-    state = sim.get("v1", "ConfigMap", "cssr-deploy-state", "cssr-deploy")
+    state = sim.get("v1", "ConfigMap", "cssr-deploy-state", "cssr")
     assert state is not None
     assert state["data"]["kernel-set-id"] == set_id
     assert json.loads(state["data"]["kernel-versions"]) == [kernel]
@@ -102,7 +102,7 @@ def test_real_tasks_run_and_the_report_records_the_kernel_set_once(sim, mini, tm
     again = pipeline.execute(options(mini, "second"), sim=sim, out=io.StringIO())
     assert again.status == "Succeeded"
     assert sim.writes() == []  # the steps only read; the kernel set was already recorded
-    assert sim.get("v1", "ConfigMap", "cssr-deploy-state", "cssr-deploy")["data"]["pipeline-run"] == "first"
+    assert sim.get("v1", "ConfigMap", "cssr-deploy-state", "cssr")["data"]["pipeline-run"] == "first"
 
 
 def test_a_failed_preflight_skips_the_rest_and_the_report_records_nothing(sim, mini):
@@ -118,7 +118,7 @@ def test_a_failed_preflight_skips_the_rest_and_the_report_records_nothing(sim, m
     assert "FAIL  CRD sriovnetworknodepolicies.sriovnetwork.openshift.io: not installed" in text
     assert "PipelineRun broken: Failed (failed: preflight" in text
     assert "the last good kernel set is unchanged: none recorded yet" in text
-    assert sim.get("v1", "ConfigMap", "cssr-deploy-state", "cssr-deploy") is None
+    assert sim.get("v1", "ConfigMap", "cssr-deploy-state", "cssr") is None
     assert "pipeline result kernel-set-id is not emitted" in text
 
 
@@ -208,9 +208,9 @@ SECRETS = textwrap.dedent("""\
 
 
 def test_secrets_and_config_maps_reach_env_and_volumes_as_in_a_pod(sim, tmp_path):
-    sim.put({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ssr-credentials", "namespace": "cssr-deploy"},
+    sim.put({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ssr-credentials", "namespace": "cssr"},
              "data": {"username": "YWRtaW4=", "password": "czNjcmV0"}})
-    sim.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "cssr-deploy"},
+    sim.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "cssr"},
              "data": {"mode": "macvlan", "other": "x"}})
     path = tmp_path / "secrets.yaml"
     path.write_text(SECRETS)
@@ -221,12 +221,12 @@ def test_secrets_and_config_maps_reach_env_and_volumes_as_in_a_pod(sim, tmp_path
     assert Path("/var/run/cssr").exists() == existed  # mount points made for the step are gone
     seen = outcome.task("t").results["seen"]
     if steps.can_mount():
-        assert seen == "s3cret macvlan cssr-deploy admin 0 macvlan "
+        assert seen == "s3cret macvlan cssr admin 0 macvlan "
     else:
-        assert seen.startswith("s3cret macvlan cssr-deploy ")
+        assert seen.startswith("s3cret macvlan cssr ")
 
-    sim.delete("v1", "Secret", "ssr-credentials", "cssr-deploy")
+    sim.delete("v1", "Secret", "ssr-credentials", "cssr")
     out = io.StringIO()
     failed = pipeline.execute(options(path, "s2", image_commands=bash), sim=sim, out=out)
     assert failed.exit_code == 1
-    assert "could not read Secret cssr-deploy/ssr-credentials for a step: it does not exist" in out.getvalue()
+    assert "could not read Secret cssr/ssr-credentials for a step: it does not exist" in out.getvalue()

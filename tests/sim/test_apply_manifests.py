@@ -59,7 +59,6 @@ def test_first_apply_writes_every_object_in_order(sim, cluster, log, workloads):
         ("namespaces", "cssr"),
         ("serviceaccounts", "privileged"),
         ("rolebindings", "system:openshift:scc:privileged"),
-        ("rolebindings", "cssr-image-puller-cssr"),
         ("sriovnetworknodepolicies", "cssr-ens6f0np0"),
         ("sriovnetworknodepolicies", "cssr-ens6f1np1"),
         ("sriovnetworks", "ens6f0np0-sriovnetwork"),
@@ -407,12 +406,12 @@ def test_missing_cluster_prerequisites_are_all_named_before_any_write(empty_sim,
 
     cluster = Cluster.at(empty_sim.url, log=log, retry=RetrySettings(attempts=1, wait_initial=0))
     with pytest.raises(ConfigError) as e:
-        apply_manifests.run(params(), cluster=cluster, log=log)
+        apply_manifests.run(params(**{"images-namespace": "images"}), cluster=cluster, log=log)
     message = str(e.value)
     for fragment in ("no node matches node-selector 'node-role.kubernetes.io/worker='",
                      "MachineConfigPool worker not found",
                      "namespace openshift-sriov-network-operator not found: is the SR-IOV Network Operator installed?",
-                     "images-namespace cssr-deploy not found"):
+                     "images-namespace images not found"):
         assert fragment in message
     assert empty_sim.writes() == []
 

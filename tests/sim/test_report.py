@@ -14,7 +14,7 @@ from cssr_tasks import kernels, report
 from cssr_tasks.errors import ConfigError, CssrError
 from cssr_tasks.sim import fixtures as fx
 
-NS = "cssr-deploy"
+NS = "cssr"
 RUN = "cssr-deploy-run-abcde"
 K416, K417 = fx.RELEASES["4.16"][1], fx.RELEASES["4.17"][1]
 SET = kernels.kernel_set_id([K416, K417])
@@ -157,13 +157,13 @@ def test_a_kernel_set_id_that_does_not_match_its_versions_is_not_recorded(sim, c
 def test_no_permission_to_list_taskruns_is_a_warning(seeded, cluster, log):
     seeded.fail("GET", "/taskruns", 403, times=10)
     assert not report.run(params(), cluster=cluster, log=log).recorded
-    assert "may not list TaskRuns in cssr-deploy: durations and changes are n/a" in log.text
+    assert "may not list TaskRuns in cssr: durations and changes are n/a" in log.text
 
 
 def test_a_refused_write_fails_the_step(seeded, cluster, log):
     seeded.fail("PATCH", "/configmaps/cssr-deploy-state", 403)
     with pytest.raises(CssrError, match="could not record the last good kernel set in ConfigMap "
-                                        "cssr-deploy/cssr-deploy-state"):
+                                        "cssr/cssr-deploy-state"):
         report.run(params(), cluster=cluster, log=log)
 
 

@@ -121,7 +121,7 @@ def test_statefulset_keeps_the_pocs_shape(default):
 
 def test_init_modules_runs_cssr_init_on_the_modules_volume(default):
     init = one(default, "StatefulSet")["spec"]["template"]["spec"]["initContainers"][0]
-    assert init["image"] == "image-registry.openshift-image-registry.svc:5000/cssr-deploy/cssr-init:latest"
+    assert init["image"] == "image-registry.openshift-image-registry.svc:5000/cssr/cssr-init:latest"
     assert init["command"] == ["/bin/sh", "/usr/local/bin/cssr-init"]  # the image's ENTRYPOINT
     assert init["env"] == [{"name": "CSSR_VOLUME", "value": "/mnt/modules-volume"}]
     assert init["volumeMounts"] == [{"mountPath": "/mnt/modules-volume", "name": "modules"}]
@@ -139,7 +139,7 @@ def test_init_modules_matches_the_image_that_build_init_image_makes(default):
 
 def test_init_data_copies_only_what_is_missing(default):
     init = one(default, "StatefulSet")["spec"]["template"]["spec"]["initContainers"][1]
-    assert init["image"] == "quay.io/juniper-128t/128t-5121:latest"
+    assert init["image"] == "quay.io/juniper-128t/128t-5121:5.1.2-1"
     assert init["imagePullPolicy"] == "IfNotPresent"
     assert init["securityContext"] == {"privileged": True}
     assert init["command"] == ["/bin/bash"]
@@ -153,7 +153,7 @@ def test_init_data_copies_only_what_is_missing(default):
 
 def test_kmod_builder_skips_when_both_modules_exist(default):
     init = one(default, "StatefulSet")["spec"]["template"]["spec"]["initContainers"][2]
-    assert init["image"] == "quay.io/juniper-128t/kmod-builder-51:latest"
+    assert init["image"] == "quay.io/juniper-128t/kmod-builder-51:5.1.2-1"
     assert init["securityContext"] == {"privileged": True}
     assert init["command"] == ["/bin/bash"]
     script = init["args"][1]
@@ -168,7 +168,7 @@ def test_kmod_builder_skips_when_both_modules_exist(default):
 
 def test_router_container_keeps_resources_mounts_and_prestop(default):
     router = one(default, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
-    assert router["image"] == "quay.io/juniper-128t/128t-5121:latest"
+    assert router["image"] == "quay.io/juniper-128t/128t-5121:5.1.2-1"
     assert router["imagePullPolicy"] == "IfNotPresent"
     assert router["securityContext"] == {"privileged": True}
     assert router["resources"] == {"requests": {"cpu": "2", "hugepages-2Mi": "4Gi"},
@@ -223,7 +223,8 @@ def test_modules_claim_is_the_pocs(default):
                              "storageClassName": "ocs-storagecluster-cephfs", "volumeMode": "Filesystem"}
 
 
-def test_rbac_is_what_oc_adm_policy_creates(default):
+def test_rbac_is_what_oc_adm_policy_creates():
+    default = manifests.render(params(**{"images-namespace": "images"}))
     account = one(default, "ServiceAccount")
     assert account["metadata"] == {"name": "privileged", "namespace": "cssr", "labels": manifests.LABELS}
     scc, puller = by_kind(default, "RoleBinding")
@@ -232,7 +233,7 @@ def test_rbac_is_what_oc_adm_policy_creates(default):
     assert scc["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                               "name": "system:openshift:scc:privileged"}
     assert scc["subjects"] == [{"kind": "ServiceAccount", "name": "privileged", "namespace": "cssr"}]
-    assert puller["metadata"]["namespace"] == "cssr-deploy"
+    assert puller["metadata"]["namespace"] == "images"
     assert puller["metadata"]["name"] == "cssr-image-puller-cssr"  # never oc's shared system:image-puller
     assert puller["roleRef"]["name"] == "system:image-puller"
     assert puller["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
@@ -281,7 +282,7 @@ def test_apply_order_is_cluster_namespace_rbac_networks_storage_workload(default
     assert [m.stage for m in default] == sorted((m.stage for m in default), key=manifests.STAGES.index)
     assert [str(m) for m in default] == [
         "MachineConfig 05-worker-kernelarg-hugepages", "Namespace cssr", "ServiceAccount cssr/privileged",
-        "RoleBinding cssr/system:openshift:scc:privileged", "RoleBinding cssr-deploy/cssr-image-puller-cssr",
+        "RoleBinding cssr/system:openshift:scc:privileged",
         "SriovNetworkNodePolicy openshift-sriov-network-operator/cssr-ens6f0np0",
         "SriovNetworkNodePolicy openshift-sriov-network-operator/cssr-ens6f1np1",
         "SriovNetwork openshift-sriov-network-operator/ens6f0np0-sriovnetwork",
@@ -305,7 +306,7 @@ def test_sriov_mode_requests_one_vf_per_attachment():
     assert json.loads(sts["spec"]["template"]["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"])[2] == {
         "name": "mgmt", "namespace": "infra"}
     assert sts["spec"]["template"]["spec"]["initContainers"][0]["image"] == \
-        f"image-registry.openshift-image-registry.svc:5000/cssr-deploy/cssr-init@{DIGEST}"
+        f"image-registry.openshift-image-registry.svc:5000/cssr/cssr-init@{DIGEST}"
     assert sts["spec"]["replicas"] == 3
     [puller] = [b for b in by_kind(rendered, "RoleBinding") if b["roleRef"]["name"] == "system:image-puller"]
     assert puller["metadata"]["namespace"] == "images"
@@ -358,7 +359,7 @@ def test_init_image_by_digest(image, expected):
 
 
 def test_warnings_name_unpinned_images():
-    warnings = params().warnings()
+    warnings = params(**{"router-image": "quay.io/juniper-128t/128t-5121:latest"}).warnings()
     assert any("init-image" in w and "init-image-digest" in w for w in warnings)
     assert any("router-image" in w and "latest" in w for w in warnings)
     pinned = params(**{"init-image-digest": DIGEST, "router-image": "quay.io/juniper-128t/128t-5121:5.1.2",
@@ -457,10 +458,10 @@ def test_render_writes_one_file_per_object_in_apply_order(tmp_path, capsys):
     files = sorted(p.name for p in out.iterdir())
     assert files[0] == "01-machineconfig-05-worker-kernelarg-hugepages.yaml"
     assert files[3] == "04-rolebinding-system-openshift-scc-privileged.yaml"
-    assert files[-1] == "13-statefulset-cssr.yaml"
+    assert files[-1] == "12-statefulset-cssr.yaml"
     written = [yaml.safe_load((out / name).read_text()) for name in files]
     assert written == [m.obj for m in manifests.render(params())]
-    assert "[render] wrote 13 manifests to" in capsys.readouterr().err
+    assert "[render] wrote 12 manifests to" in capsys.readouterr().err
 
 
 def test_render_replaces_its_own_files_and_keeps_others(tmp_path):

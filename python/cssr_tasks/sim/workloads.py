@@ -65,7 +65,7 @@ def install(sim: SimulatedCluster, *, step: float = 0.02, nics: dict[str, str] |
             node_selector: str = "node-role.kubernetes.io/worker=") -> Workloads:
     """The cluster side of a cSSR deployment: operators installed, PFs reported, controllers running."""
     sim.put(namespace(SRIOV_NAMESPACE))
-    sim.put(namespace("cssr-deploy"))  # where the pipeline runs and the images live
+    sim.put(namespace("cssr"))  # where the pipeline and the router run, and the images live
     for node in sim.objects("v1", "Node"):
         if selectors.matches(node_selector, node["metadata"].get("labels")):
             sim.put(node_state(node["metadata"]["name"], DEFAULT_NICS if nics is None else nics))

@@ -56,7 +56,7 @@ class Options:
     tasks_dirs: Sequence[Path] = ()
     image_commands: Mapping[str, str] = field(default_factory=dict)
     kubeconfig: Path | None = None
-    namespace: str = "cssr-deploy"
+    namespace: str = "cssr"
     name: str | None = None
     run_dir: Path | None = None
     results_dir: Path | None = None
