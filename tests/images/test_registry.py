@@ -30,9 +30,9 @@ from cssr_tasks.registry import (
     load_credentials,
     parse_tls_verify,
 )
-from cssr_tasks.sim.images import RegistryServer, free_port
 
 from .conftest import PASSWORD, USER
+from .imagetools import RegistryServer, free_port
 
 DIGEST = "sha256:" + "b" * 64
 CONFIG_DIGEST = "sha256:" + "c" * 64
