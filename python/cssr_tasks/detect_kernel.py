@@ -34,6 +34,7 @@ class Params:
     include_upgrade_target: bool = True
     allow_mixed_kernels: bool = True
     dtk_source: str = "internal"
+    kernel_type: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Params:
@@ -45,6 +46,7 @@ class Params:
             include_upgrade_target=read.boolean("include-upgrade-target", True),
             allow_mixed_kernels=read.boolean("allow-mixed-kernels", True),
             dtk_source=read.choice("dtk-source", "internal", ("internal", "upstream")),
+            kernel_type=read.choice("kernel-type", "", ("default", "realtime", "64k-pages")),
         )
         if not params.pool:
             try:
@@ -104,7 +106,8 @@ def run(params: Params, *, cluster: Cluster, log: Log) -> Result:
 
     all_kernels = set(by_kernel)
     if params.include_upgrade_target and stream is not None:
-        for kernel, version in upgrade_targets(cluster, stream, by_kernel, log).items():
+        realtime = params.kernel_type == "realtime" or any(kernels.is_realtime(k) for k in by_kernel)
+        for kernel, version in upgrade_targets(cluster, stream, by_kernel, log, realtime=realtime).items():
             all_kernels.add(kernel)
             if version:
                 rhcos.setdefault(kernel, version)
@@ -166,8 +169,9 @@ def dtk_by_rhcos(stream: dict[str, Any], *, internal: bool = True) -> dict[str, 
 
 
 def upgrade_targets(cluster: Cluster, stream: dict[str, Any], by_kernel: Mapping[str, list[str]],
-                    log: Log) -> dict[str, str | None]:
-    """Kernel(s) of the newest Driver Toolkit: the standard one, and the realtime one when nodes run RT."""
+                    log: Log, *, realtime: bool) -> dict[str, str | None]:
+    """Kernel(s) of the newest Driver Toolkit: the standard one, and the realtime one for realtime pools
+    (nodes that run RT, or a pool switching to kernelType realtime, whose nodes still run the standard one)."""
     tag = cluster.get_or_none(IMAGE_API, "imagestreamtags", f"{DTK_STREAM}:latest", DTK_NAMESPACE)
     image = (tag or {}).get("image") or {}
     labels = ((image.get("dockerImageMetadata") or {}).get("Config") or {}).get("Labels") or {}
@@ -177,7 +181,7 @@ def upgrade_targets(cluster: Cluster, stream: dict[str, Any], by_kernel: Mapping
         return {}
     version = _rhcos_of_image(stream, (image.get("metadata") or {}).get("name"))
     targets: dict[str, str | None] = {kernels.normalize(labels["kernel-version"]): version}
-    if any(kernels.is_realtime(k) for k in by_kernel) and labels.get("kernel-rt-version"):
+    if realtime and labels.get("kernel-rt-version"):
         targets[kernels.normalize(labels["kernel-rt-version"])] = version
     for kernel in targets:
         state = "already running" if kernel in by_kernel else "added as the upgrade target"

@@ -94,6 +94,13 @@ def test_realtime_nodes_add_the_rt_target_and_count_as_their_own_kernel(sim, clu
     assert f"kernel {RT416} (realtime) on 1 node(s): rt-0" in log.text
 
 
+def test_a_switch_to_realtime_adds_the_rt_target_before_any_node_runs_it(sim, cluster, log):
+    result = detect_kernel.run(params(kernel_type="realtime"), cluster=cluster, log=log)
+    assert result.kernel_versions == sorted([K416, RT416])
+    assert result.dtk_images[RT416] == result.dtk_images[K416]  # one Driver Toolkit holds both kernels
+    assert f"newest Driver Toolkit kernel {RT416}: added as the upgrade target" in log.text
+
+
 def test_rt_target_is_not_added_without_realtime_nodes(sim, cluster, log):
     sim.load(fx.driver_toolkit(["4.16", "4.17"], latest="4.17"))
     result = detect_kernel.run(params(), cluster=cluster, log=log)
