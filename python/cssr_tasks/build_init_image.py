@@ -22,7 +22,7 @@ from . import kernels
 from .errors import ConfigError
 from .log import Log
 from .params import Reader
-from .registry import ImageRef, Registry, find_docker_config, parse_tls_verify
+from .registry import ImageRef, Registry, find_docker_config
 
 NEEDS_CLUSTER = False
 DEFAULT_REPOSITORY = "image-registry.openshift-image-registry.svc:5000/cssr/cssr-init"
@@ -86,7 +86,7 @@ class Params:
             context_dir=resolve_context(read, context, environ),
             base_image=base_image,
             docker_config=docker_config(read, environ),
-            tls_verify=tls_verify(read),
+            tls_verify=read.tls_verify(),
         )
         read.done()
         return params
@@ -141,14 +141,6 @@ def docker_config(read: Reader, environ: Mapping[str, str]) -> str:
     except ConfigError as e:
         read.fail(f"param docker-config: {e}")
         return ""
-
-
-def tls_verify(read: Reader) -> bool | str:
-    try:
-        return parse_tls_verify(read.string("tls-verify", "true"))
-    except ConfigError as e:
-        read.fail(f"param {e}")
-        return True
 
 
 @dataclass(frozen=True)

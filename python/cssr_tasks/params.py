@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
@@ -102,6 +103,19 @@ class Reader:
         if value not in choices:
             self.errors.append(f"param {name}={value!r} must be one of {', '.join(choices)}")
             return default
+        return value
+
+    def tls_verify(self, name: str = "tls-verify", default: str = "true") -> bool | str:
+        """`true`, `false`, or the path of a CA bundle (PEM) that signs the server's certificate."""
+        value = self.string(name, default).strip()
+        if value.lower() in _TRUE:
+            return True
+        if value.lower() in _FALSE:
+            return False
+        if not Path(value).is_file():
+            self.errors.append(f"param {name}={value!r} is neither true, false nor the path of an existing CA "
+                               "bundle file")
+            return True
         return value
 
     def fail(self, message: str) -> None:

@@ -85,7 +85,7 @@ class Params:
     image_repository: str = field(
         default="image-registry.openshift-image-registry.svc:5000/cssr/cssr-init",
         metadata={"help": "registry/namespace/name the images go to; empty skips the registry check"})
-    tls_verify: str = field(default="true", metadata={"help": "true, false, or a CA bundle path"})
+    tls_verify: bool | str = field(default=True, metadata={"help": "true, false, or a CA bundle path"})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Params:
@@ -108,7 +108,7 @@ class Params:
             # empty means "skip the check", so an empty value is not replaced by the default
             image_repository=cls.image_repository if read.raw("image-repository") is None
             else str(read.raw("image-repository")).strip(),
-            tls_verify=read.string("tls-verify", "true"),
+            tls_verify=read.tls_verify(),
         )
         if not params.pool:
             try:
@@ -406,20 +406,19 @@ def _check_vfs(params: Params, nodes: list[dict[str, Any]], checks: Checks) -> N
 
 
 def check_registry(params: Params, cluster: Cluster, log: Log, checks: Checks) -> None:
-    from .registry import ImageRef, Registry, parse_tls_verify
+    from .registry import ImageRef, Registry
 
     if not params.image_repository.strip():
         checks.skip("registry", "image-repository is empty")
         return
     try:
         ref = ImageRef.parse(params.image_repository)
-        verify = parse_tls_verify(params.tls_verify)
     except ConfigError as e:
         checks.fail("registry", str(e), "fix the image-repository and tls-verify params")
         return
     what = f"registry {ref.registry}"
     try:
-        with Registry(ref.registry, tls_verify=verify, log=log, retry=cluster.retry) as registry:
+        with Registry(ref.registry, tls_verify=params.tls_verify, log=log, retry=cluster.retry) as registry:
             digest = registry.manifest_digest(ref)
     except (Forbidden, NotFound) as e:  # it answered: the login is build-init-image's business
         checks.ok(what, f"reachable; it asks for a login ({e.status})")

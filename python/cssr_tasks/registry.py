@@ -117,18 +117,6 @@ def _reference_problem(text: str) -> str:
 # -- TLS and credentials ----------------------------------------------------------------------
 
 
-def parse_tls_verify(value: str) -> bool | str:
-    """`true`, `false`, or the path of a CA bundle (PEM) that signs the registry's certificate."""
-    lowered = value.strip().lower()
-    if lowered in ("", "true", "yes", "1", "on"):
-        return True
-    if lowered in ("false", "no", "0", "off"):
-        return False
-    if not Path(value).is_file():
-        raise ConfigError(f"tls-verify={value!r} is neither true, false nor an existing CA bundle file")
-    return value
-
-
 @dataclass(frozen=True)
 class Credentials:
     username: str

@@ -39,7 +39,7 @@ def write(results_dir: Path, result: Any) -> dict[str, str]:
     values = as_dict(result)
     results_dir.mkdir(parents=True, exist_ok=True)
     for name, value in values.items():
-        tmp = results_dir / f".{name}.tmp"
+        tmp = results_dir / f".{name}.{os.getpid()}.tmp"
         tmp.write_text(value, encoding="utf-8")
         os.replace(tmp, results_dir / name)
     return values

@@ -130,7 +130,7 @@ class Params:
             credentials_secret=read.string("credentials-secret", cls.credentials_secret, pattern=dns,
                                            hint="the name of a Secret with keys username and password"),
             credentials_dir=read.string("credentials-dir", CREDENTIALS_DIR),
-            tls_verify=_tls_verify(read),
+            tls_verify=read.tls_verify(default="false"),
             router_name=read.string("router-name", ""),
             traffic=read.boolean("traffic", False),
             traffic_image=read.string("traffic-image", DEFAULT_TRAFFIC_IMAGE),
@@ -184,17 +184,6 @@ def requested_networks(annotation: str | None) -> tuple[NetworkRequest, ...]:
         value = annotation.split(",")
     items = value if isinstance(value, list) else [value]
     return tuple(r for r in (_network_request(i) for i in items) if r is not None)
-
-
-def _tls_verify(read: Reader) -> bool | str:
-    value = read.string("tls-verify", "false").strip()
-    if value.lower() in ("true", "yes", "1", "on"):
-        return True
-    if value.lower() in ("false", "no", "0", "off", ""):
-        return False
-    if not Path(value).is_file():
-        read.fail(f"param tls-verify={value!r} is neither true, false nor the path of a CA bundle file")
-    return value
 
 
 def _endpoint(read: Reader, name: str) -> Endpoint:

@@ -16,7 +16,7 @@ from pathlib import Path
 from .errors import ConfigError, CssrError
 from .log import Log
 from .params import Reader
-from .registry import ImageRef, Registry, find_docker_config, parse_tls_verify
+from .registry import ImageRef, Registry, find_docker_config
 
 NEEDS_CLUSTER = False
 DEFAULT_REPOSITORY = "image-registry.openshift-image-registry.svc:5000/cssr/cssr-init"
@@ -56,11 +56,7 @@ class Params:
             config = find_docker_config(read.string("docker-config", ""), environ)
         except ConfigError as e:
             read.fail(f"param docker-config: {e}")
-        tls: bool | str = True
-        try:
-            tls = parse_tls_verify(read.string("tls-verify", "true"))
-        except ConfigError as e:
-            read.fail(f"param {e}")
+        tls = read.tls_verify()
         read.done()
         return cls(kernel_set_id=set_id, image_repository=repository,
                    context_dir=str(Path(workspace) / context) if workspace else str(Path(context).resolve()),

@@ -68,3 +68,17 @@ def test_reader_defaults_and_types():
     assert read.json("list", [], kind=list) == ["a"]
     assert read.choice("mode", "a", ("a", "b")) == "b"
     read.done()
+
+
+def test_tls_verify_is_true_false_or_a_ca_bundle(tmp_path):
+    bundle = tmp_path / "service-ca.crt"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    read = Reader({"PARAM_A": "true", "PARAM_B": "False", "PARAM_C": str(bundle), "PARAM_D": "/nope.crt"})
+    assert read.tls_verify("a") is True
+    assert read.tls_verify("b") is False
+    assert read.tls_verify("c") == str(bundle)
+    assert read.tls_verify("absent") is True
+    assert read.tls_verify("absent", default="false") is False
+    assert read.tls_verify("d") is True
+    with pytest.raises(ConfigError, match="param d='/nope.crt' is neither true, false nor the path of an existing CA"):
+        read.done()

@@ -84,26 +84,17 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch: dicts merge, null deletes, everything else replaces."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
+def merge_patch(target: Any, patch: Any, *, keyed_lists: bool = False) -> Any:
+    """RFC 7386 JSON merge patch: dicts merge, null deletes, everything else replaces.
 
-
-def strategic_merge(target: Any, patch: Any) -> Any:
-    """Strategic merge for what we use: like merge patch, lists of named maps merge by name."""
-    if isinstance(patch, list) and isinstance(target, list) and all(
+    With `keyed_lists`, lists of named maps merge by name, which is the part of a strategic merge
+    patch our steps rely on.
+    """
+    if keyed_lists and isinstance(patch, list) and isinstance(target, list) and all(
             isinstance(i, dict) and "name" in i for i in patch + target):
         merged = {i["name"]: copy.deepcopy(i) for i in target}
         for item in patch:
-            merged[item["name"]] = strategic_merge(merged.get(item["name"]), item)
+            merged[item["name"]] = merge_patch(merged.get(item["name"]), item, keyed_lists=True)
         return list(merged.values())
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
@@ -112,7 +103,7 @@ def strategic_merge(target: Any, patch: Any) -> Any:
         if value is None:
             result.pop(key, None)
         else:
-            result[key] = strategic_merge(result.get(key), value)
+            result[key] = merge_patch(result.get(key), value, keyed_lists=keyed_lists)
     return result
 
 
@@ -449,7 +440,7 @@ class Emulator(kmock.KubernetesEmulator):
         if "json-patch" in content_type:
             return dict(jsonpatch.apply_patch(old, body))
         if "strategic" in content_type:
-            return dict(strategic_merge(old, body))
+            return dict(merge_patch(old, body, keyed_lists=True))
         return dict(merge_patch(old, body))
 
     def _admit(self, record: Recorded, old: dict[str, Any] | None, new: dict[str, Any]) -> str | None:
