@@ -11,6 +11,7 @@ registry's blob store), for the first run and for a re-run with the tag in place
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from cssr_tasks import kernels  # noqa: E402
 from cssr_tasks.sim import fixtures as fx  # noqa: E402
-from images.imagetools import REGISTRY_BIN, Buildah, RegistryServer, seed_registry  # noqa: E402
+from cssr_tasks.sim.images import REGISTRY_BIN, Buildah, RegistryServer, seed_registry  # noqa: E402
 from images.taskrun import TaskRun, run_task  # noqa: E402
 
 KERNELS = [fx.RELEASES["4.16"][1], fx.RELEASES["4.17"][1]]
@@ -73,9 +74,9 @@ def main() -> int:
             config_dir = root / "dockerconfig"
             registry.docker_config(config_dir, name=".dockerconfigjson")
             started = time.monotonic()
-            seed = seed_registry(registry, Buildah(root / "seed" / "root", root / "seed" / "runroot"), root / "seed",
-                                 KERNELS, authfile=config_dir / ".dockerconfigjson",
-                                 payload_bytes=megabytes * 1024 * 1024)
+            seeder = Buildah(root / "seed" / "root", root / "seed" / "runroot")
+            push = functools.partial(seeder.push_rootfs, authfile=config_dir / ".dockerconfigjson")
+            seed = seed_registry(registry.host, push, root / "seed", KERNELS, payload_bytes=megabytes * 1024 * 1024)
             seeding = time.monotonic() - started
             params = {
                 "kernel-versions": json.dumps(KERNELS),

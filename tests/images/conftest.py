@@ -8,14 +8,15 @@ dir (vfs storage, chroot isolation).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cssr_tasks.sim import fixtures as fx
+from cssr_tasks.sim.images import REGISTRY_BIN, Buildah, RegistryServer, Seed, seed_registry
 
-from .imagetools import REGISTRY_BIN, Buildah, RegistryServer, Seed, seed_registry
 from support import require_tool
 
 # An upgrade in flight: the nodes' 4.16 kernel and the 4.17 target.
@@ -68,8 +69,8 @@ def seed_buildah(tmp_path_factory: pytest.TempPathFactory) -> Buildah:
 def seeded(auth_registry: RegistryServer, seed_buildah: Buildah, docker_config_dir: Path,
            tmp_path_factory: pytest.TempPathFactory) -> Seed:
     """Fake Driver Toolkit images for KERNELS and a fake base image, pushed to the auth registry."""
-    return seed_registry(auth_registry, seed_buildah, tmp_path_factory.mktemp("seed"), KERNELS,
-                         authfile=docker_config_dir / ".dockerconfigjson")
+    push = functools.partial(seed_buildah.push_rootfs, authfile=docker_config_dir / ".dockerconfigjson")
+    return seed_registry(auth_registry.host, push, tmp_path_factory.mktemp("seed"), KERNELS)
 
 
 @pytest.fixture

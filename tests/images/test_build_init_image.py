@@ -26,9 +26,9 @@ from cssr_tasks import build_init_image, kernels, verify_image
 from cssr_tasks.errors import ConfigError
 from cssr_tasks.registry import ImageRef, Registry, load_credentials
 from cssr_tasks.sim import fixtures as fx
+from cssr_tasks.sim.images import Buildah, RegistryServer, Seed, inspect_config
 
 from .conftest import KERNELS
-from .imagetools import Buildah, RegistryServer, Seed, inspect_config
 from .taskrun import TaskRun, load_task, python_step, run_task
 from support import require_tool
 
@@ -380,7 +380,7 @@ def test_params_parse_what_detect_kernel_gives(tmp_path):
     ({"image_repository": "quay.io/example/cssr-init:v1"}, "must be a repository without tag or digest"),
     ({"image_repository": "Quay.io/Example"}, "repository 'Example' must be lowercase"),
     ({"dtk_images": json.dumps({K416: "not a reference"})}, f"param dtk-images[{K416}]"),
-    ({"tls_verify": "/no/such/ca.pem"}, "neither true, false nor an existing CA bundle file"),
+    ({"tls_verify": "/no/such/ca.pem"}, "neither true, false nor the path of an existing CA bundle file"),
     ({"docker_config": "/no/such/config.json"}, "docker config /no/such/config.json does not exist"),
 ], ids=["mismatched-set-id", "no-dtk", "no-dtk-for-upgrade-target", "bad-json", "empty-set", "path-in-kernel",
         "tagged-repository", "uppercase-repository", "bad-dtk-pullspec", "missing-ca", "missing-docker-config"])

@@ -28,11 +28,10 @@ from cssr_tasks.registry import (
     Registry,
     find_docker_config,
     load_credentials,
-    parse_tls_verify,
 )
+from cssr_tasks.sim.images import RegistryServer, free_port
 
 from .conftest import PASSWORD, USER
-from .imagetools import RegistryServer, free_port
 
 DIGEST = "sha256:" + "b" * 64
 CONFIG_DIGEST = "sha256:" + "c" * 64
@@ -81,17 +80,6 @@ def test_with_tag_drops_the_digest():
 
 
 # -- TLS and docker config -------------------------------------------------------------------
-
-
-def test_tls_verify_is_true_false_or_a_ca_bundle(tmp_path):
-    bundle = tmp_path / "service-ca.crt"
-    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
-    assert parse_tls_verify("true") is True
-    assert parse_tls_verify("") is True
-    assert parse_tls_verify("False") is False
-    assert parse_tls_verify(str(bundle)) == str(bundle)
-    with pytest.raises(ConfigError, match="neither true, false nor an existing CA bundle"):
-        parse_tls_verify("/nope.crt")
 
 
 def b64(text: str) -> str:

@@ -20,15 +20,6 @@ from typing import Any
 
 import pytest
 from pytest_httpserver import HTTPServer
-from router_fixtures import (
-    PASSWORD,
-    ROUTER,
-    USERNAME,
-    FakeSsr,
-    require_openssl,
-    self_signed_certificate,
-    server_context,
-)
 
 from cssr_tasks import smoke_test
 from cssr_tasks.cluster import Cluster
@@ -36,8 +27,11 @@ from cssr_tasks.errors import ConfigError, CssrError, Forbidden, WaitTimeout
 from cssr_tasks.sim import Fault, SimulatedCluster
 from cssr_tasks.sim import router as simrouter
 from cssr_tasks.sim.router import HEALTHY_PING, Net, TrafficController
+from cssr_tasks.sim.ssr import PASSWORD, ROUTER, USERNAME, FakeSsr, self_signed_certificate, server_context
 from cssr_tasks.smoke_test import NetworkMismatch, TrafficFailed
 from cssr_tasks.ssr_api import pci_addresses
+
+from support import require_tool
 
 NS = "cssr"
 MACVLAN = Net("ens6f0np0-macvlan", "net1", ips=("192.168.10.1/24",))
@@ -60,7 +54,7 @@ DEAD_PING = """PING 192.168.20.10 (192.168.20.10) 56(84) bytes of data.
 
 @pytest.fixture(scope="session")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    require_openssl()
+    require_tool("openssl")
     return self_signed_certificate(tmp_path_factory.mktemp("ssr-tls"))
 
 

@@ -14,38 +14,15 @@ import pytest
 
 from cssr_tasks import elf
 from cssr_tasks.elf import ElfError, expected_arch, parse_module, read_module, strip_signature
+from cssr_tasks.sim import kmod_standin
 
 MODINFO = b"license=GPL\0alias=pci:v00008086d*\0alias=pci:v000010EEd*\0depends=uio\0name=igb_uio\0" \
           b"vermagic=5.14.0-427.40.1.el9_4.x86_64 SMP preempt mod_unload modversions \0"
 
 
-def make_elf(*, bits: int = 64, endian: str = "<", e_type: int = elf.ET_REL, machine: int = 62,
-             modinfo: bytes | None = MODINFO, extended_count: bool = False) -> bytes:
-    """A minimal ELF: a null section, .modinfo (unless None), .shstrtab; section headers at the end."""
-    names = b"\0.shstrtab\0" + (b".modinfo\0" if modinfo is not None else b"")
-    sections = [(0, 0, b"")]  # (name offset, type, contents)
-    if modinfo is not None:
-        sections.append((names.index(b".modinfo"), 1, modinfo))
-    sections.append((names.index(b".shstrtab"), 3, names))
-    ehsize = 52 if bits == 32 else 64
-    body, offsets = b"", []
-    for _, _, contents in sections:
-        offsets.append(ehsize + len(body))
-        body += contents
-    shoff = ehsize + len(body)
-    shdr = struct.Struct(endian + ("IIIIIIIIII" if bits == 32 else "IIQQQQIIQQ"))
-    shnum, shstrndx = len(sections), len(sections) - 1
-    headers = b""
-    for index, ((name, kind, contents), offset) in enumerate(zip(sections, offsets, strict=True)):
-        size, link = len(contents), 0
-        if index == 0 and extended_count:  # what a file with more than 0xff00 sections does
-            size, link = shnum, shstrndx
-        headers += shdr.pack(name, kind, 0, 0, offset, size, link, 0, 1, 0)
-    ident = elf.ELF_MAGIC + bytes([1 if bits == 32 else 2, 1 if endian == "<" else 2, 1]) + bytes(9)
-    header = struct.Struct(endian + ("HHIIIIIHHHHHH" if bits == 32 else "HHIQQQIHHHHHH")).pack(
-        e_type, machine, 1, 0, 0, shoff, 0, ehsize, 0, 0, shdr.size,
-        0 if extended_count else shnum, elf.SHN_XINDEX if extended_count else shstrndx)
-    return ident + header + body + headers
+def make_elf(**kwargs: object) -> bytes:
+    """A minimal ELF (cssr_tasks.sim.kmod_standin, also the demo's synthetic modules), with MODINFO by default."""
+    return kmod_standin.make_elf(**{"modinfo": MODINFO, **kwargs})  # type: ignore[arg-type]
 
 
 def sign_blob(data: bytes, signature: bytes = b"S" * 300, *, sig_len: int | None = None) -> bytes:

@@ -7,6 +7,7 @@ annotations, the `openshift/driver-toolkit` ImageStream with one tag per RHCOS v
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 # One OpenShift release: its RHCOS version, kernel, realtime kernel.
@@ -106,36 +107,49 @@ def pool(name: str, *, machine_count: int, config: str, node_selector: dict[str,
     }
 
 
-def driver_toolkit(releases: list[str], latest: str) -> list[dict[str, Any]]:
-    """The `openshift/driver-toolkit` ImageStream and its `latest` ImageStreamTag."""
+def driver_toolkit(releases: list[str], latest: str, *, repository: str | None = None,
+                   digests: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """The `openshift/driver-toolkit` ImageStream and its `latest` ImageStreamTag.
+
+    By default the images are quay.io's and the cluster registry's (digests made up). With
+    `repository` and `digests` (RHCOS version -> digest), they are images pushed there, as `make
+    demo`'s local registry holds them: the stream names that repository both upstream and as its
+    own, so detect-kernel's pull specs name images that exist.
+    """
+
+    def image(rhcos: str) -> str:
+        return digests[rhcos] if digests else digest("driver-toolkit " + rhcos)
+
+    def pullspec(rhcos: str) -> str:
+        return f"{repository}@{image(rhcos)}" if repository else dtk_pullspec(rhcos)
+
     tags = [RELEASES[r] for r in releases]
     rhcos_latest, kernel_latest, rt_latest = RELEASES[latest]
     stream = {
         "apiVersion": "image.openshift.io/v1", "kind": "ImageStream",
         "metadata": {"name": "driver-toolkit", "namespace": "openshift"},
         "spec": {"lookupPolicy": {"local": False}, "tags": [
-            {"name": rhcos, "from": {"kind": "DockerImage", "name": dtk_pullspec(rhcos)},
+            {"name": rhcos, "from": {"kind": "DockerImage", "name": pullspec(rhcos)},
              "importPolicy": {"scheduled": False}, "referencePolicy": {"type": "Source"}} for rhcos, _, _ in tags
-        ] + [{"name": "latest", "from": {"kind": "DockerImage", "name": dtk_pullspec(rhcos_latest)},
+        ] + [{"name": "latest", "from": {"kind": "DockerImage", "name": pullspec(rhcos_latest)},
               "referencePolicy": {"type": "Source"}}]},
         "status": {
-            "dockerImageRepository": INTERNAL_DTK_REPOSITORY,
-            "tags": [{"tag": rhcos, "items": [{"dockerImageReference": dtk_pullspec(rhcos),
-                                                "image": digest("driver-toolkit " + rhcos),
+            "dockerImageRepository": repository or INTERNAL_DTK_REPOSITORY,
+            "tags": [{"tag": rhcos, "items": [{"dockerImageReference": pullspec(rhcos), "image": image(rhcos),
                                                 "created": "2026-11-01T00:00:00Z", "generation": 2}]}
                      for rhcos, _, _ in tags]
-                    + [{"tag": "latest", "items": [{"dockerImageReference": dtk_pullspec(rhcos_latest),
-                                                     "image": digest("driver-toolkit " + rhcos_latest),
+                    + [{"tag": "latest", "items": [{"dockerImageReference": pullspec(rhcos_latest),
+                                                     "image": image(rhcos_latest),
                                                      "created": "2026-11-01T00:00:00Z", "generation": 2}]}],
         },
     }
     latest_tag = {
         "apiVersion": "image.openshift.io/v1", "kind": "ImageStreamTag",
         "metadata": {"name": "driver-toolkit:latest", "namespace": "openshift"},
-        "tag": {"name": "latest", "from": {"kind": "DockerImage", "name": dtk_pullspec(rhcos_latest)}},
+        "tag": {"name": "latest", "from": {"kind": "DockerImage", "name": pullspec(rhcos_latest)}},
         "image": {
-            "metadata": {"name": digest("driver-toolkit " + rhcos_latest)},
-            "dockerImageReference": dtk_pullspec(rhcos_latest),
+            "metadata": {"name": image(rhcos_latest)},
+            "dockerImageReference": pullspec(rhcos_latest),
             "dockerImageMetadata": {"Config": {"Labels": {
                 "kernel-version": kernel_latest, "kernel-rt-version": rt_latest,
                 "io.openshift.os.streamclass": "rhel-9",

@@ -11,6 +11,11 @@ the cSSR binds its device-interfaces to those PCI addresses.
 `TrafficController` plays kubelet for the test pods: on create, the server pod runs with an
 address on its network, and the client pod ends with the ping output the test scripted, served
 by the simulator's pods/log.
+
+`multus()` plays Multus for the pods the simulated StatefulSet controller makes
+(`Workloads.pod_hooks`): a running pod gets its pod IP and a network-status entry for each
+network it requests (macvlan-like: no PCI address), so that the smoke test finds the router at
+the pod IP, where `make demo` serves a FakeSsr.
 """
 
 from __future__ import annotations
@@ -18,10 +23,18 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..smoke_test import NETWORK_STATUS, NETWORKS_ANNOTATION, RESOURCE_ANNOTATION, ROLE_LABEL, TEST_POD_CONTAINER
+from ..smoke_test import (
+    NETWORK_STATUS,
+    NETWORKS_ANNOTATION,
+    RESOURCE_ANNOTATION,
+    ROLE_LABEL,
+    TEST_POD_CONTAINER,
+    requested_networks,
+)
 from . import key_of
 from .server import Emulator, Recorded
 
@@ -131,6 +144,26 @@ def router_pod(sts: dict[str, Any], index: int, nets: list[Net], *, pod_ip: str 
                    "containerStatuses": [{"name": "128t", "ready": ready, "restartCount": 0,
                                           "state": {"running": {"startedAt": "2026-11-01T00:00:00Z"}}}]},
     }
+
+
+def pod_nets(pod: dict[str, Any]) -> list[Net]:
+    """The networks a pod requests, on the interfaces Multus gives them (net1, net2, ... unless named)."""
+    requested = requested_networks(((pod.get("metadata") or {}).get("annotations") or {}).get(NETWORKS_ANNOTATION))
+    return [Net(r.name, r.interface or f"net{index + 1}") for index, r in enumerate(requested)]
+
+
+def multus(pod_ip: str = "127.0.0.1") -> Callable[[dict[str, Any], dict[str, Any]], None]:
+    """A `Workloads.pod_hooks` entry: running pods get `pod_ip` and network-status for what they request."""
+
+    def attach(pod: dict[str, Any], sts: dict[str, Any]) -> None:
+        if (pod.get("status") or {}).get("phase") != "Running":
+            return
+        meta = pod["metadata"]
+        meta.setdefault("annotations", {})[NETWORK_STATUS] = json.dumps(
+            network_status(meta["namespace"], pod_ip, pod_nets(pod)))
+        pod["status"]["podIP"] = pod_ip
+
+    return attach
 
 
 @dataclass

@@ -11,6 +11,7 @@
   SriovNetwork gets its NetworkAttachmentDefinition in networkNamespace.
 - StatefulSet controller: a ControllerRevision per distinct pod template (none for a no-op), the claims
   of volumeClaimTemplates, pods that become Ready one per step, and the status fields of a rollout.
+  `pod_hooks` finish each pod before it is stored, as the kubelet and Multus would (sim.router.multus).
 - PersistentVolumeClaims bind as soon as they are created.
 - Admission rejects what a real API server rejects: changes to a StatefulSet's immutable spec fields,
   and to a PVC's spec other than growing its storage request.
@@ -131,6 +132,8 @@ class Workloads:
         self.pools_update = True  # False: a pool stays Updating forever
         self.sriov_syncs = True  # False: node states stay InProgress
         self.pods_become_ready = True  # False: the first pod of a rollout never gets Ready
+        # fn(pod, statefulset) on each pod the StatefulSet controller makes, before it is stored
+        self.pod_hooks: list[Callable[[dict[str, Any], dict[str, Any]], None]] = []
         self.errors: list[str] = []  # exceptions in the controllers (tests assert it stays empty)
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -384,7 +387,10 @@ class Workloads:
             stuck = current is not None and not self._ready(current) and \
                 current["metadata"]["labels"].get("controller-revision-hash") == update
             if not stuck:
-                self._put(self._pod(sts, ordinal, ready=self.pods_become_ready))
+                pod = self._pod(sts, ordinal, ready=self.pods_become_ready)
+                for hook in self.pod_hooks:
+                    hook(pod, sts)
+                self._put(pod)
         self._count(sts)
         self._put(sts)
         if pending and self.pods_become_ready:

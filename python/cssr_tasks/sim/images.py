@@ -1,4 +1,4 @@
-"""Real image tools for the image tests and the benchmark: a registry process, buildah, fake images.
+"""Real image tools for the image tests, the benchmarks and `make demo`: a registry process, buildah, fake images.
 
 - `RegistryServer`: Debian's `docker-registry` (distribution 2.8) on 127.0.0.1, optionally behind
   htpasswd (Basic) auth, with its access log read back to count what clients wrote.
@@ -6,9 +6,14 @@
   run containers on the CI machine's hybrid cgroups).
 - Fake Driver Toolkit images, FROM scratch, laid out as the real one: /usr/src/kernels/<kver>
   (kernel-devel), /usr/lib/modules/<kver> (modules, `build` -> /usr/src/kernels/<kver>), `lib` ->
-  `usr/lib`, /etc/driver-toolkit-release.json and the kernel-version label.
-- A fake UBI micro: /bin/sh and the coreutils the entrypoint calls, with their libraries, copied
-  from this machine.
+  `usr/lib`, /etc/driver-toolkit-release.json and the kernel-version label. The kernel-devel tree
+  is a few fake files, or (with `headers`) Debian's real headers announcing the kernel's release,
+  so that modules really build against it (sim/kmod_standin.py).
+- A fake UBI micro: /bin/sh and the coreutils the entrypoint and the layout step call, with their
+  libraries, copied from this machine.
+
+`seed_registry` pushes them with any pusher: `Buildah.push_rootfs`, or `oci.push_rootfs` where
+buildah is missing.
 """
 
 from __future__ import annotations
@@ -23,13 +28,18 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import kmod_standin
+
 REGISTRY_BIN = "/usr/bin/docker-registry"
-# What cssr-init-entrypoint.sh runs besides shell builtins.
-ENTRYPOINT_TOOLS = ("sh", "cp", "mv", "mkdir", "mktemp", "rm", "chmod", "touch", "uname", "head")
+# What cssr-init-entrypoint.sh and the build-kmods layout step run besides shell builtins.
+IMAGE_TOOLS = ("sh", "cp", "mv", "mkdir", "mktemp", "rm", "chmod", "touch", "uname", "head", "tr")
+# push(rootfs, destination, labels) -> the pushed manifest's digest
+Pusher = Callable[[Path, str, dict[str, str]], str]
 _WRITE = re.compile(r'"(PUT|POST|PATCH|DELETE) (/v2/\S*)')
 
 
@@ -112,6 +122,13 @@ class RegistryServer:
         path.write_text(json.dumps({"auths": auths}))
         return path
 
+    def settle(self) -> None:
+        """The registry logs a request after answering it: wait until its log stops growing."""
+        size = -1
+        while size != self.log_size():
+            size = self.log_size()
+            time.sleep(0.2)
+
     def log_size(self) -> int:
         return self.log_path.stat().st_size if self.log_path.exists() else 0
 
@@ -163,16 +180,29 @@ class Buildah:
     def env_for_build_script(self) -> dict[str, str]:
         return {"STORAGE_ROOT": str(self.root), "STORAGE_RUNROOT": str(self.runroot)}
 
+    def push_rootfs(self, rootfs: Path, destination: str, labels: dict[str, str],
+                    authfile: Path | None = None) -> str:
+        """FROM scratch + the rootfs, built and pushed; returns the pushed digest."""
+        local = "localhost/cssr-seed/" + re.sub(r"[^a-z0-9]+", "-", destination.lower()).strip("-")
+        build_rootfs_image(self, rootfs, local, labels)
+        return self.push(local, destination, authfile, rootfs.parent / "pushed.digest")
 
-def kernel_tree(rootfs: Path, kernel: str, *, payload_bytes: int = 0) -> None:
-    """The trees of one kernel where the Driver Toolkit keeps them (kernel-devel and kernel-modules)."""
+
+def kernel_tree(rootfs: Path, kernel: str, *, payload_bytes: int = 0, headers: Path | None = None) -> None:
+    """The trees of one kernel where the Driver Toolkit keeps them (kernel-devel and kernel-modules).
+
+    With `headers` (Debian's), the kernel-devel tree is a real kbuild tree announcing `kernel`.
+    """
     devel = rootfs / "usr" / "src" / "kernels" / kernel
-    (devel / "include" / "generated").mkdir(parents=True, exist_ok=True)
-    (devel / "scripts").mkdir(exist_ok=True)
-    (devel / "Makefile").write_text(f"# kernel-devel {kernel}\nVERSION = 5\nPATCHLEVEL = 14\n")
-    (devel / ".config").write_text("CONFIG_MODULES=y\nCONFIG_UIO=m\n")
-    (devel / "Module.symvers").write_text(f"0x00000000\tuio_register_device\tvmlinux\tEXPORT_SYMBOL\t# {kernel}\n")
-    (devel / "include" / "generated" / "utsrelease.h").write_text(f'#define UTS_RELEASE "{kernel}"\n')
+    if headers is not None:
+        kmod_standin.headers_for_release(headers, kernel, devel)
+    else:
+        (devel / "include" / "generated").mkdir(parents=True, exist_ok=True)
+        (devel / "scripts").mkdir(exist_ok=True)
+        (devel / "Makefile").write_text(f"# kernel-devel {kernel}\nVERSION = 5\nPATCHLEVEL = 14\n")
+        (devel / ".config").write_text("CONFIG_MODULES=y\nCONFIG_UIO=m\n")
+        (devel / "Module.symvers").write_text(f"0x00000000\tuio_register_device\tvmlinux\tEXPORT_SYMBOL\t# {kernel}\n")
+        (devel / "include" / "generated" / "utsrelease.h").write_text(f'#define UTS_RELEASE "{kernel}"\n')
     modules = rootfs / "usr" / "lib" / "modules" / kernel
     (modules / "kernel" / "drivers" / "uio").mkdir(parents=True, exist_ok=True)
     (modules / "kernel" / "drivers" / "uio" / "uio.ko.xz").write_bytes(b"\xfd7zXZ\x00fake uio " + kernel.encode())
@@ -191,9 +221,9 @@ def merged_usr(rootfs: Path) -> None:
         (rootfs / name).symlink_to(f"usr/{name}")
 
 
-def fake_dtk_rootfs(rootfs: Path, kernel: str, *, payload_bytes: int = 0) -> None:
+def fake_dtk_rootfs(rootfs: Path, kernel: str, *, payload_bytes: int = 0, headers: Path | None = None) -> None:
     merged_usr(rootfs)
-    kernel_tree(rootfs, kernel, payload_bytes=payload_bytes)
+    kernel_tree(rootfs, kernel, payload_bytes=payload_bytes, headers=headers)
     (rootfs / "etc").mkdir(exist_ok=True)
     (rootfs / "etc" / "driver-toolkit-release.json").write_text(
         json.dumps({"KERNEL_VERSION": kernel, "RT_KERNEL_VERSION": f"{kernel}+rt", "RHEL_VERSION": "9.4"}))
@@ -205,7 +235,7 @@ def fake_base_rootfs(rootfs: Path) -> None:
     for name in ("etc", "tmp", "dev", "proc", "sys", "usr/local/bin"):
         (rootfs / name).mkdir(parents=True, exist_ok=True)
     needed: set[str] = set()
-    for tool in ENTRYPOINT_TOOLS:
+    for tool in IMAGE_TOOLS:
         path = shutil.which(tool)
         if path is None:
             raise RuntimeError(f"{tool} not found on this machine")
@@ -248,24 +278,22 @@ class Seed:
     base_image: str
 
 
-def seed_registry(registry: RegistryServer, buildah: Buildah, workdir: Path, kernels: list[str], *,
-                  authfile: Path | None, payload_bytes: int = 0) -> Seed:
-    """Build the fake images in `buildah`'s store and push them, as the release payload holds them."""
+def seed_registry(host: str, push: Pusher, workdir: Path, kernels: list[str], *,
+                  repository: str = "openshift-release-dev/ocp-v4.0-art-dev", tags: list[str] | None = None,
+                  payload_bytes: int = 0, headers: Path | None = None) -> Seed:
+    """Build the fake images and push them to the registry at `host`, as the release payload holds them."""
     images: dict[str, str] = {}
     for i, kernel in enumerate(kernels):
         rootfs = workdir / f"dtk{i}" / "rootfs"
-        fake_dtk_rootfs(rootfs, kernel, payload_bytes=payload_bytes)
-        local = f"localhost/fake-dtk:{i}"
-        build_rootfs_image(buildah, rootfs, local, {"kernel-version": kernel})
-        repository = f"{registry.host}/openshift-release-dev/ocp-v4.0-art-dev"
-        digest = buildah.push(local, f"{repository}:dtk-{i}", authfile, workdir / f"dtk{i}.digest")
-        images[kernel] = f"{repository}@{digest}"
+        fake_dtk_rootfs(rootfs, kernel, payload_bytes=payload_bytes, headers=headers)
+        tag = tags[i] if tags else f"dtk-{i}"
+        digest = push(rootfs, f"{host}/{repository}:{tag}", {"kernel-version": kernel})
+        images[kernel] = f"{host}/{repository}@{digest}"
     rootfs = workdir / "base" / "rootfs"
     fake_base_rootfs(rootfs)
-    build_rootfs_image(buildah, rootfs, "localhost/fake-ubi-micro:9")
-    repository = f"{registry.host}/ubi9/ubi-micro"
-    digest = buildah.push("localhost/fake-ubi-micro:9", f"{repository}:9", authfile, workdir / "base.digest")
-    return Seed(images, f"{repository}:9@{digest}")
+    base = f"{host}/ubi9/ubi-micro"
+    digest = push(rootfs, f"{base}:9", {})
+    return Seed(images, f"{base}:9@{digest}")
 
 
 def inspect_config(buildah: Buildah, image: str) -> dict[str, Any]:

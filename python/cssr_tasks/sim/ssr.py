@@ -1,4 +1,4 @@
-"""A fake Juniper SSR API for the smoke test, served over HTTPS by pytest-httpserver.
+"""A fake Juniper SSR API for the smoke test and `make demo`, served over HTTPS by pytest-httpserver.
 
 Response shapes are the documented ones (DOMAIN-FACTS.md 2.4): `{"token": ...}` from
 `POST /api/v1/login`, Bearer-token calls after it, and GraphQL answers shaped like the fixtures
@@ -6,24 +6,25 @@ of 128technology/stage_check (allRouters -> nodes -> state.processes / deviceInt
 `errors` such as "Timeout has occurred" while a router starts). The running configuration
 binds each device-interface to a PCI address, built from the pod's PCIDEVICE variables as the
 cSSR does.
+
+pytest-httpserver's HTTPServer is a plain werkzeug server (it does not import pytest), so the
+demo starts one the same way the tests do: `serve(folder, nets)`.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import logging
 import re
-import shutil
 import ssl
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from cssr_tasks.sim.router import Net, pcidevice_env
+from .router import Net, pcidevice_env
 
 PASSWORD = "Sw0rdfish-128T-s3cret"  # distinctive, so that a leak anywhere is found
 USERNAME = "admin"
@@ -33,15 +34,6 @@ PROCESSES = ["accessManager", "analyticsReporter", "applicationFrameworkManager"
              "databaseQueryCoordinator", "dnsManager", "dynamicPeerUpdateManager", "highway", "nodeMonitor",
              "persistentDataManager", "redisServerManager", "routingManager", "secureCommunicationManager",
              "securityKeyManager", "snmpTrapAgent", "stateMonitor", "systemServicesCoordinator"]
-
-
-def require_openssl() -> None:
-    """conftest.require_tool("openssl"), restated: `from conftest import` can meet another folder's conftest."""
-    if shutil.which("openssl") is None:
-        message = "missing tool(s): openssl; run scripts/install-system-deps"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
@@ -144,6 +136,18 @@ class FakeSsr:
                       {"name": n, "type": "host", target: self.linux.get(n, n)} for n in self.interfaces]
         return {"authority": {"name": "Authority128", "router": [
             {"name": self.router, "node": [{"name": self.node, "role": "combo", device: interfaces}]}]}}
+
+
+def serve(folder: Path, nets: list[Net], *, host: str = "127.0.0.1") -> FakeSsr:
+    """A FakeSsr over HTTPS on `host` at a free port, with a self-signed certificate made in `folder` (openssl).
+
+    Stop it with `ssr.server.stop()`.
+    """
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log lines in the demo's output
+    folder.mkdir(parents=True, exist_ok=True)
+    server = HTTPServer(host=host, port=0, ssl_context=server_context(*self_signed_certificate(folder)))
+    server.start()
+    return FakeSsr(server, nets)
 
 
 def _json(body: Any, status: int = 200) -> Response:
