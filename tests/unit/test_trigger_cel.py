@@ -126,7 +126,7 @@ def test_an_accepted_event_makes_one_labelled_pipelinerun(interceptor):
     assert run["metadata"]["annotations"]["cssr-deploy/kernel-type"] == "realtime"
     assert run["metadata"]["annotations"]["cssr-deploy/target-config"] == WORKER_NEXT
     assert run["spec"]["pipelineRef"] == {"name": "cssr-deploy"}
-    assert run["spec"]["params"] == [{"name": "pool", "value": "worker"}]
+    assert run["spec"]["params"] == [{"name": "pool", "value": "worker"}, {"name": "kernel-type", "value": "realtime"}]
     workspaces = {w["name"]: w for w in run["spec"]["workspaces"]}
     assert workspaces["modules"]["persistentVolumeClaim"] == {"claimName": "modules"}
     assert workspaces["build-context"]["volumeClaimTemplate"]["spec"]["resources"]["requests"] == {"storage": "1Gi"}
