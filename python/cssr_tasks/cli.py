@@ -15,7 +15,8 @@ import importlib
 import os
 import sys
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -81,20 +82,20 @@ def environment_with_flags(environ: Mapping[str, str], args: argparse.Namespace,
     return merged
 
 
-def connect(args: argparse.Namespace, environ: Mapping[str, str], log: Log,
-            stack: list[Callable[[], None]]) -> Any:
+@contextmanager
+def connected(args: argparse.Namespace, environ: Mapping[str, str], log: Log) -> Iterator[Any]:
+    """The cluster the flags name: --simulated starts an embedded one, stopped on the way out."""
     from .cluster import Cluster, RetrySettings
 
     retry = RetrySettings.from_env(environ)
+    if not args.simulated:
+        yield Cluster.connect(args.kubeconfig, log=log, retry=retry)
+        return
+    from .sim import SimulatedCluster
 
-    if args.simulated:
-        from .sim import SimulatedCluster
-
-        sim = SimulatedCluster.with_default_cluster().start()
-        stack.append(sim.stop)
+    with SimulatedCluster.with_default_cluster() as sim:
         log.info(f"using the embedded simulated OpenShift at {sim.url}")
-        return Cluster.at(sim.url, log=log, retry=retry)
-    return Cluster.connect(args.kubeconfig, log=log, retry=retry)
+        yield Cluster.at(sim.url, log=log, retry=retry)
 
 
 def run_task(command: str, module: ModuleType, argv: Sequence[str], environ: Mapping[str, str], *,
@@ -105,17 +106,16 @@ def run_task(command: str, module: ModuleType, argv: Sequence[str], environ: Map
     dests = param_arguments(parser, module.Params)
     args = parser.parse_args(argv)
     log = Log(command, verbose=args.verbose or environ.get("PARAM_VERBOSE", "").lower() == "true")
-    cleanups: list[Callable[[], None]] = []
     try:
         params = module.Params.from_env(environment_with_flags(environ, args, dests))
-        cluster = connect(args, environ, log, cleanups) if getattr(module, "NEEDS_CLUSTER", True) else None
-        result = (run or module.run)(params, cluster=cluster, log=log)
+        if getattr(module, "NEEDS_CLUSTER", True):
+            with connected(args, environ, log) as cluster:
+                result = (run or module.run)(params, cluster=cluster, log=log)
+        else:
+            result = (run or module.run)(params, cluster=None, log=log)
     except CssrError as e:
         log.info(f"error: {e}")
         return e.exit_code
-    finally:
-        for cleanup in reversed(cleanups):
-            cleanup()
     results_dir = args.results_dir or results.default_results_dir()
     values = results.write(results_dir, result) if results_dir else results.as_dict(result)
     for name, value in values.items():

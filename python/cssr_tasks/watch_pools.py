@@ -700,20 +700,16 @@ def main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     log = Log("watch-pools", verbose=args.verbose or environ.get("PARAM_VERBOSE", "").lower() == "true")
     env = cli.environment_with_flags(environ, args, dests)
     retry = RetrySettings.from_env(environ)
-    cleanups: list[Callable[[], None]] = []
     try:
         params = Params.from_env(env)
-        cluster: Cluster = cli.connect(args, environ, log, cleanups)
-        if args.action == "create-secret":
-            create_secret(cluster, params.namespace, log, rotate=args.rotate)
-            return 0
-        return serve(params, cluster=cluster, log=log, retry=retry)
+        with cli.connected(args, environ, log) as cluster:
+            if args.action == "create-secret":
+                create_secret(cluster, params.namespace, log, rotate=args.rotate)
+                return 0
+            return serve(params, cluster=cluster, log=log, retry=retry)
     except CssrError as e:
         log.info(f"error: {e}")
         return e.exit_code
-    finally:
-        for cleanup in reversed(cleanups):
-            cleanup()
 
 
 def serve(params: Params, *, cluster: Cluster, log: Log, retry: RetrySettings) -> int:
