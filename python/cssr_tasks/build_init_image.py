@@ -6,38 +6,34 @@ kernel trees, and every kernel the nodes run or will run after an upgrade. This 
 build context (a Containerfile with one stage per Driver Toolkit image, the image's entrypoint,
 and the buildah script the Task's next step runs), then asks the registry whether
 `<image-repository>:<kernel-set-id>` exists: when it does, and its labels name this kernel set,
-no build is needed.
+no build is needed. The Pipeline asks the same question first (check-init-image, init_image.py's
+one rule) and skips this Task when the answer is yes; the check here keeps the Task safe on its own.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from . import kernels
+from . import init_image, kernels
 from .errors import ConfigError
+from .init_image import DEFAULT_REPOSITORY, LABEL_KERNELS, LABEL_SET_ID, check_reference
 from .log import Log
 from .params import Reader
-from .registry import ImageRef, Registry, find_docker_config
 
 NEEDS_CLUSTER = False
-DEFAULT_REPOSITORY = "image-registry.openshift-image-registry.svc:5000/cssr/cssr-init"
 # UBI 9 micro: glibc, bash and coreutils (cp, mv -T, mktemp) for the entrypoint, no package manager,
 # freely redistributable, from the RHEL the Driver Toolkit images are built on. Pinned by tag and digest.
 DEFAULT_BASE_IMAGE = ("registry.access.redhat.com/ubi9/ubi-micro:9.8-1786321990"
                       "@sha256:7e7f79ab747bf2b452e3043dd89f388e92be4c7fdcc8b815b58adf6c99c39c95")
-LABEL_SET_ID = "cssr-deploy.kernel-set-id"
-LABEL_KERNELS = "cssr-deploy.kernel-versions"
 ENTRYPOINT = "cssr-init-entrypoint.sh"
 BUILD_SCRIPT = "buildah-build.sh"
 DIGEST_FILE = ".pushed-digest"  # written by buildah-build.sh after a push, read by verify-image
 IMAGE_ENTRYPOINT = "/usr/local/bin/cssr-init"
 VOLUME = "/mnt/modules-volume"
-_KERNEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 DTK_HINT = ("its RHCOS version has no tag in the openshift/driver-toolkit ImageStream yet (`oc get is driver-toolkit "
             "-n openshift`); wait until the release's Driver Toolkit is imported, or add it to dtk-images")
 
@@ -60,21 +56,12 @@ class Params:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Params:
         read = Reader(environ)
-        versions = read.json("kernel-versions", [], kind=list, required=True,
-                             hint='pass the kernel-versions result of detect-kernel, e.g. ["5.14.0-427.el9.x86_64"]')
-        set_id = read.string("kernel-set-id", required=True, pattern=r"[0-9a-f]{12}",
-                             hint="pass the kernel-set-id result of detect-kernel (12 hex digits)")
+        kernel_list, set_id = init_image.read_kernel_set(read)
         images = read.json("dtk-images", {}, kind=dict, required=True,
                            hint="pass the dtk-images result of detect-kernel")
         repository = read.string("image-repository", DEFAULT_REPOSITORY)
         base_image = read.string("base-image", DEFAULT_BASE_IMAGE)
         context = read.string("context-dir", "cssr-init")
-        kernel_list = check_kernels(read, versions)
-        if kernel_list and re.fullmatch(r"[0-9a-f]{12}", set_id):
-            expected = kernels.kernel_set_id(kernel_list)
-            if set_id != expected:
-                read.fail(f"param kernel-set-id={set_id} is not the id of kernel-versions ({expected}); pass both "
-                          "from the same detect-kernel run")
         dtk = check_images(read, kernel_list, images)
         check_reference(read, "image-repository", repository, bare=True)
         check_reference(read, "base-image", base_image)
@@ -85,21 +72,11 @@ class Params:
             image_repository=repository,
             context_dir=resolve_context(read, context, environ),
             base_image=base_image,
-            docker_config=docker_config(read, environ),
+            docker_config=init_image.read_docker_config(read, environ),
             tls_verify=read.tls_verify(),
         )
         read.done()
         return params
-
-
-def check_kernels(read: Reader, versions: list[object]) -> list[str]:
-    bad = [v for v in versions if not isinstance(v, str) or not _KERNEL.fullmatch(kernels.normalize(v))]
-    if bad:
-        read.fail(f"param kernel-versions holds values that are not kernel versions: {bad[:3]}")
-        return []
-    if read.raw("kernel-versions") and not versions:
-        read.fail("param kernel-versions is empty; the kernel set needs at least one kernel")
-    return kernels.kernel_set(str(v) for v in versions)
 
 
 def check_images(read: Reader, kernel_list: list[str], images: Mapping[object, object]) -> dict[str, str]:
@@ -110,16 +87,6 @@ def check_images(read: Reader, kernel_list: list[str], images: Mapping[object, o
         else:
             check_reference(read, f"dtk-images[{kernel}]", dtk[kernel])
     return {k: dtk[k] for k in kernel_list if k in dtk}
-
-
-def check_reference(read: Reader, name: str, value: str, *, bare: bool = False) -> None:
-    try:
-        ref = ImageRef.parse(value)
-    except ConfigError as e:
-        read.fail(f"param {name}: {e}")
-        return
-    if bare and (ref.tag or ref.digest):
-        read.fail(f"param {name}={value!r} must be a repository without tag or digest; the tag is the kernel-set-id")
 
 
 def resolve_context(read: Reader, value: str, environ: Mapping[str, str]) -> str:
@@ -135,14 +102,6 @@ def resolve_context(read: Reader, value: str, environ: Mapping[str, str]) -> str
     return str(path.resolve())
 
 
-def docker_config(read: Reader, environ: Mapping[str, str]) -> str:
-    try:
-        return find_docker_config(read.string("docker-config", ""), environ)
-    except ConfigError as e:
-        read.fail(f"param docker-config: {e}")
-        return ""
-
-
 @dataclass(frozen=True)
 class Result:
     build_needed: bool
@@ -150,25 +109,16 @@ class Result:
 
 
 def run(params: Params, *, cluster: object = None, log: Log) -> Result:
-    target = ImageRef.parse(params.image_repository).with_tag(params.kernel_set_id)
     log.info(f"kernel set {params.kernel_set_id}: {', '.join(params.kernel_versions)}")
     write_context(Path(params.context_dir), params)
     log.info(f"wrote the build context to {params.context_dir}: Containerfile, {ENTRYPOINT}, {BUILD_SCRIPT}")
-
-    with Registry.for_image(target, docker_config=params.docker_config, tls_verify=params.tls_verify,
-                            log=log) as registry:
-        digest = registry.manifest_digest(target)
-        if digest is None:
-            log.info(f"{target} is not in the registry: build needed")
-            return Result(build_needed=True, image_url=str(target))
-        labels = registry.labels(target)
-    wanted = {LABEL_SET_ID: params.kernel_set_id, LABEL_KERNELS: " ".join(params.kernel_versions)}
-    if labels is not None and any(labels.get(k) != v for k, v in wanted.items()):
-        found = labels.get(LABEL_KERNELS) or "no kernel label"
-        log.warn(f"{target} exists ({digest}) but holds {found!r}, not this kernel set: build needed, over it")
-        return Result(build_needed=True, image_url=str(target))
-    log.info(f"{target} exists ({digest}) with the trees of this kernel set: no build needed")
-    return Result(build_needed=False, image_url=str(target))
+    found = init_image.lookup(params.image_repository, params.kernel_set_id, params.kernel_versions,
+                              docker_config=params.docker_config, tls_verify=params.tls_verify, log=log)
+    if found.other_set:
+        log.warn(f"{found}: build needed, over it")
+    else:
+        log.info(f"{found}: {'no build needed' if found.exists else 'build needed'}")
+    return Result(build_needed=not found.exists, image_url=str(found.image))
 
 
 def write_context(directory: Path, params: Params) -> None:

@@ -29,6 +29,7 @@ from .params import env_name, param_name
 COMMANDS: dict[str, str] = {
     "preflight": "cssr_tasks.preflight",
     "detect-kernel": "cssr_tasks.detect_kernel",
+    "check-init-image": "cssr_tasks.check_init_image",
     "build-init-image": "cssr_tasks.build_init_image",
     "verify-image": "cssr_tasks.verify_image",
     "build-kmods": "cssr_tasks.build_kmods",

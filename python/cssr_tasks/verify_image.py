@@ -14,14 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError, CssrError
+from .init_image import DEFAULT_REPOSITORY, LABEL_SET_ID
 from .log import Log
 from .params import Reader
 from .registry import ImageRef, Registry, find_docker_config
 
 NEEDS_CLUSTER = False
-DEFAULT_REPOSITORY = "image-registry.openshift-image-registry.svc:5000/cssr/cssr-init"
-# The same names as build_init_image (task modules do not import each other; a test keeps them equal).
-LABEL_SET_ID = "cssr-deploy.kernel-set-id"
+# The same name as build_init_image's (task modules do not import each other; a test keeps them equal).
 DIGEST_FILE = ".pushed-digest"
 
 

@@ -18,7 +18,8 @@ usage: tests/cluster/run.sh [--no-install] [--no-build] [--twice] [--timeout SEC
   3. starts cssr-deploy with tkn, with your settings (-p overrides one for this run), and waits
   4. checks: the run Succeeded; its results; the StatefulSet ready; cssr-deploy-state records the run's
      kernel set, which covers every target node's kernel; the cssr-init image is in the registry
-  With --twice, runs again and checks that the second run built nothing and kept the revision.
+  With --twice, runs again and checks that the second run built nothing (the when guard skipped
+  build-cssr-init) and kept the revision.
   On failure it prints what to look at. The namespace is the one in kustomization.yaml.
 
   --no-install   skip step 1 (the suite is installed already)
@@ -212,7 +213,9 @@ if [ "$TWICE" = 1 ]; then
   log "running again: nothing should be built, and the revision should stay $first_revision"
   start_and_wait
   check_outcome
-  [ "$(task_result build-cssr-init built)" = false ] || fail "the second run built cssr-init again"
+  [ "$(task_result check-cssr-init exists)" = true ] || fail "the second run did not find the cssr-init image"
+  [ -z "$(ns get taskruns -l "tekton.dev/pipelineRun=$RUN,tekton.dev/pipelineTask=build-cssr-init" -o name)" ] \
+    || fail "the second run ran build-cssr-init although its when guard should have skipped it"
   [ "$(task_result build-kmods built-kernels)" = "[]" ] || fail "the second run built modules again: $(task_result build-kmods built-kernels)"
   [ "$(result statefulset-revision)" = "$first_revision" ] || fail "the second run made a new StatefulSet revision"
   log "the second run built nothing and kept revision $first_revision"

@@ -127,6 +127,18 @@ def test_second_run_builds_nothing(first_build, auth_registry, docker_config_dir
     assert not (first_build.workspace / "cssr-init" / ".pushed-digest").exists()
 
 
+def test_check_init_image_finds_what_the_build_pushed(first_build, auth_registry, docker_config_dir, tmp_path):
+    """The Pipeline's guard applies the build's own rule: after the first build, the image exists."""
+    env = step_env({k: first_build.params[k] for k in ("kernel-versions", "kernel-set-id", "image-repository",
+                                                        "tls-verify")},
+                   WORKSPACE_DOCKERCONFIG_PATH=str(docker_config_dir))
+    code, _, err = python_step(["check-init-image"], env, tmp_path / "results")
+    assert code == 0, err
+    found = {p.name: p.read_text() for p in (tmp_path / "results").iterdir()}
+    built = first_build.run.results
+    assert found == {"exists": "true", "image-url": built["image-url"], "image-digest": built["image-digest"]}
+
+
 def test_a_tag_holding_another_kernel_set_is_rebuilt(first_build, auth_registry, seeded, docker_config_dir,
                                                      tmp_path):
     """The tag exists but its labels name other kernels (pushed by hand, say): prepare asks for a build."""

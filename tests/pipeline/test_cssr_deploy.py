@@ -5,8 +5,9 @@ docker-registry on 127.0.0.1 holding fake Driver Toolkit images of OpenShift 4.1
 kernel trees are Debian's headers announcing the RHEL kernels, buildah building and pushing the
 cssr-init image, igb_uio.ko compiled by kbuild against those trees, the router answered by a
 FakeSsr. The runs follow each other as on a cluster's life: the first builds and deploys; the
-second builds, pushes and changes nothing (asserted from the simulated API's request log and the
-registry's access log); a node's upgrade to 4.17 makes the third build exactly that kernel; an
+second builds, pushes and changes nothing: check-cssr-init finds the image, the `when` guard skips
+build-cssr-init, and the tasks after it still run (asserted from the simulated API's request log
+and the registry's access log); a node's upgrade to 4.17 makes the third build exactly that kernel; an
 API that refuses the StatefulSet fails apply-manifests, skips the smoke test and still runs the
 report, which records nothing. A misspelled result reference fails before the run, naming its
 line. Last, `python -m cssr_tasks.sim.demo` with every stand-in (no buildah, no registry, no
@@ -18,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,10 +123,13 @@ def test_the_first_run_builds_and_deploys(demo, first):
     set_id = kernels.kernel_set_id([K416])
     assert first.outcome.results["kernel-set-id"] == set_id
 
+    check = first.results("check-cssr-init")
+    assert check == {"exists": "false", "image-url": f"{demo.host}/cssr/cssr-init:{set_id}", "image-digest": ""}
     image = first.results("build-cssr-init")
     assert image["built"] == "true"
-    assert image["image-url"] == f"{demo.host}/cssr/cssr-init:{set_id}"
+    assert image["image-url"] == check["image-url"]
     assert first.outcome.results["init-image-digest"] == image["image-digest"]
+    assert first.results("apply-manifests")["init-image-digest"] == image["image-digest"]  # read from the registry
     assert f"PUT /v2/cssr/cssr-init/manifests/{set_id}" in first.registry_writes
 
     assert json.loads(first.results("build-kmods")["built-kernels"]) == [K416]
@@ -156,21 +161,38 @@ def test_the_first_run_builds_and_deploys(demo, first):
 def test_a_second_run_builds_nothing_pushes_nothing_and_changes_nothing(demo, first):
     assert first.outcome.status == "Succeeded", first.log
     builds = demo.builds.read_text()
+    sts = statefulset(demo)
     second = run(demo, "second")
-    assert second.outcome.status == "Succeeded", second.log
+    # Completed, as Tekton says of a run with a task skipped by its when guard; exit code 0
+    assert (second.outcome.status, second.outcome.exit_code) == ("Completed", 0), second.log
     assert second.writes == []  # the TaskRuns and the PipelineRun are stored as Tekton would, not by the steps
     assert second.registry_writes == []
-    assert second.results("build-cssr-init")["built"] == "false"
-    assert second.results("build-cssr-init")["image-digest"] == first.results("build-cssr-init")["image-digest"]
+    digest = first.results("build-cssr-init")["image-digest"]
+    assert second.results("check-cssr-init") == {"exists": "true", "image-url": first.results("check-cssr-init")[
+        "image-url"], "image-digest": digest}
+    build = second.outcome.task("build-cssr-init")
+    assert (build.status, build.reason, build.attempts, build.results) == ("Skipped", "WhenExpressionsSkip", 0, {})
+    assert second.statuses() == {"preflight": "Succeeded", "detect-kernel": "Succeeded",
+                                 "check-cssr-init": "Succeeded", "build-cssr-init": "Skipped",
+                                 "build-kmods": "Succeeded", "apply-manifests": "Succeeded",
+                                 "smoke-test": "Succeeded", "report": "Succeeded"}
     assert json.loads(second.results("build-kmods")["built-kernels"]) == []
     assert demo.builds.read_text() == builds
+    assert second.outcome.results["init-image-digest"] == digest
     assert second.outcome.results["statefulset-revision"] == first.outcome.results["statefulset-revision"]
+    assert statefulset(demo)["spec"] == sts["spec"]
+    assert re.search(r"\[report\] +build-cssr-init +Skipped +- +-", second.log), second.log
+    assert "[report] PipelineRun second: Completed" in second.log
     assert "is already the last good one (recorded by first at" in second.log
     assert state(demo)["pipeline-run"] == "first"
     assert demo.sim is not None
     taskruns = [t for t in demo.sim.objects("tekton.dev/v1", "TaskRun", simdemo.NAMESPACE)
                 if t["metadata"]["labels"]["tekton.dev/pipelineRun"] == "second"]
-    assert len(taskruns) == 7
+    assert sorted(t["metadata"]["labels"]["tekton.dev/pipelineTask"] for t in taskruns) == [
+        "apply-manifests", "build-kmods", "check-cssr-init", "detect-kernel", "preflight", "report", "smoke-test"]
+    run_object = demo.sim.get("tekton.dev/v1", "PipelineRun", "second", simdemo.NAMESPACE)
+    assert run_object is not None
+    assert run_object["status"]["skippedTasks"] == [{"name": "build-cssr-init", "reason": "WhenExpressionsSkip"}]
 
 
 def test_a_kernel_added_to_one_node_builds_exactly_that_kernel(demo, first):
@@ -180,8 +202,11 @@ def test_a_kernel_added_to_one_node_builds_exactly_that_kernel(demo, first):
     third = run(demo, "third")
     assert third.outcome.status == "Succeeded", third.log
     assert json.loads(third.results("detect-kernel")["kernel-versions"]) == [K416, K417]
+    assert third.results("check-cssr-init")["exists"] == "false"
+    assert third.outcome.task("build-cssr-init").status == "Succeeded"
     image = third.results("build-cssr-init")
     assert (image["built"], image["image-url"]) == ("true", f"{demo.host}/cssr/cssr-init:{set_id}")
+    assert third.outcome.results["init-image-digest"] == image["image-digest"]
     assert f"PUT /v2/cssr/cssr-init/manifests/{set_id}" in third.registry_writes
     assert json.loads(third.results("build-kmods")["built-kernels"]) == [K417]
     assert demo.builds.read_text().split() == [K416, K417]
@@ -204,7 +229,8 @@ def test_a_failing_task_skips_its_dependents_and_finally_reports_without_recordi
     assert failed.outcome.status == "Failed"
     assert failed.outcome.exit_code == 1
     assert failed.statuses() == {"preflight": "Succeeded", "detect-kernel": "Succeeded",
-                                 "build-cssr-init": "Succeeded", "build-kmods": "Succeeded",
+                                 "check-cssr-init": "Succeeded", "build-cssr-init": "Skipped",
+                                 "build-kmods": "Succeeded",
                                  "apply-manifests": "Failed", "smoke-test": "Skipped", "report": "Succeeded"}
     assert failed.outcome.task("smoke-test").reason == "PipelineRunStopping"
     assert "[report] PipelineRun broken: Failed (failed: apply-manifests" in failed.log
@@ -220,7 +246,7 @@ def test_a_misspelled_result_reference_fails_before_the_run_naming_the_line(demo
     assert demo.sim is not None
     source = simdemo.REPO / "pipelines" / "cssr-deploy.yaml"
     lines = source.read_text().splitlines(keepends=True)
-    index = next(i for i, line in enumerate(lines) if "$(tasks.build-cssr-init.results.image-url)" in line)
+    index = next(i for i, line in enumerate(lines) if "$(tasks.check-cssr-init.results.image-url)" in line)
     lines[index] = lines[index].replace("results.image-url", "results.image-ulr")
     typo = tmp_path / "pipelines" / "cssr-deploy.yaml"
     typo.parent.mkdir()
@@ -230,7 +256,7 @@ def test_a_misspelled_result_reference_fails_before_the_run_naming_the_line(demo
     with pytest.raises(ConfigError) as e:
         demo.run("typo", file=typo)
     message = str(e.value)
-    assert f"{typo}:{index + 1}: $(tasks.build-cssr-init.results.image-ulr)" in message
+    assert f"{typo}:{index + 1}: $(tasks.check-cssr-init.results.image-ulr)" in message
     assert "declares no result image-ulr" in message
     assert demo.sim.requests == []  # not one step ran
     assert demo.registry_writes()[before:] == []

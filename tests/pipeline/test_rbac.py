@@ -79,9 +79,11 @@ def registry_request(image: str, verb: str, why: str) -> Request:
 
 
 def build_requests(dtk_images: dict[str, str], image_url: str, built: bool) -> list[Request]:
-    """build-init-image: buildah pulls every Driver Toolkit image and pushes cssr-init; the tag check reads."""
+    """build-init-image: buildah pulls every Driver Toolkit image and pushes cssr-init; the tag checks read
+    (preflight, check-init-image, build-init-image), and so does apply-manifests, for the digest the pods pull."""
     found = [registry_request(i, "get", "build-init-image pulls the Driver Toolkit") for i in set(dtk_images.values())]
-    found.append(registry_request(image_url, "get", "preflight and build-init-image look the tag up"))
+    found.append(registry_request(image_url, "get", "preflight, check-init-image and build-init-image look the tag up"))
+    found.append(registry_request(image_url, "get", "apply-manifests reads the digest of the tag"))
     if built:
         found.append(registry_request(image_url, "update", "build-init-image pushes cssr-init"))
     return found
@@ -144,8 +146,8 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory) -> list[Request]:
         found = [r for r in steps_requests(demo.sim, "the pipeline")
                  if not (r.verb == "get" and (r.resource, r.name) in skip)]
     results = {t.name: t.results for t in outcome.tasks}
-    found += build_requests(json.loads(results["detect-kernel"]["dtk-images"]), results["build-cssr-init"]["image-url"],
-                            results["build-cssr-init"]["built"] == "true")
+    found += build_requests(json.loads(results["detect-kernel"]["dtk-images"]), results["check-cssr-init"]["image-url"],
+                            results["build-cssr-init"].get("built") == "true")
     found += admission_requests(TASKS)
     return found
 
@@ -167,9 +169,11 @@ def other_settings(folder: Path, **settings: str) -> list[Request]:
         operators.install(sim)
         wl.install(sim, step=0.01)
         installed(sim)
-        # without a registry: its checks are derived in build_requests (the registry authorizes them, not the API)
+        # without a registry: its checks are derived in build_requests (the registry authorizes them, not the API);
+        # apply-manifests is given the init image's digest instead of reading it from one
         command(sim, folder, "preflight", {"PARAM_IMAGE_REPOSITORY": "", **env})
-        command(sim, folder, "apply-manifests", {"PARAM_NAMESPACE": NS, "PARAM_IMAGES_NAMESPACE": NS, **FAST, **env})
+        command(sim, folder, "apply-manifests", {"PARAM_NAMESPACE": NS, "PARAM_IMAGES_NAMESPACE": NS,
+                                                 "PARAM_INIT_IMAGE_DIGEST": "sha256:" + "e" * 64, **FAST, **env})
         return steps_requests(sim, f"preflight and apply-manifests with {settings}")
 
 

@@ -2,7 +2,9 @@
 
 The simulated cluster runs the controllers of sim/workloads.py (MachineConfig and SR-IOV operators,
 StatefulSet controller, PVC binding) and rejects what a real API server rejects (immutable
-StatefulSet and PVC fields), so the request log shows what a real cluster would see.
+StatefulSet and PVC fields), so the request log shows what a real cluster would see. Most tests pass
+init-image-digest; without it, the init image's digest is read from a registry (pytest-httpserver)
+before anything is written.
 """
 
 from __future__ import annotations
@@ -14,16 +16,19 @@ import pytest
 
 from cssr_tasks import apply_manifests, manifests
 from cssr_tasks.errors import ApiError, ConfigError, WaitTimeout
+from cssr_tasks.registry import OCI_MANIFEST
 from cssr_tasks.sim import fixtures as fx
 from cssr_tasks.sim import workloads as wl
 
 FAST = {"poll-interval": "0.01", "gate-timeout": "10", "rollout-timeout": "10"}
+PINNED = "sha256:" + "e" * 64  # init-image-digest, so that no registry is asked
 SHORT = {"poll-interval": "0.01", "gate-timeout": "0.3", "rollout-timeout": "0.3"}
 STS = ("apps/v1", "StatefulSet", "cssr", "cssr")
 
 
 def env(**values: str) -> dict[str, str]:
-    return {f"PARAM_{k.upper().replace('-', '_')}": v for k, v in {**FAST, **values}.items()}
+    values = {**FAST, "init-image-digest": PINNED, **values}
+    return {f"PARAM_{k.upper().replace('-', '_')}": v for k, v in values.items()}
 
 
 def params(**values: str) -> apply_manifests.Params:
@@ -420,12 +425,13 @@ def test_missing_cluster_prerequisites_are_all_named_before_any_write(empty_sim,
 
 
 @pytest.mark.parametrize("command", ["apply-manifests", "apply"], ids=["task-name", "alias"])
-def test_cli_writes_both_results(sim, workloads, run_cli, command):
+def test_cli_writes_every_result(sim, workloads, run_cli, command):
     run = run_cli([command], env(replicas="2"), sim=sim)
     assert run.code == 0, run.err
-    assert set(run.results) == {"statefulset-revision", "pods"}
+    assert set(run.results) == {"statefulset-revision", "pods", "init-image-digest"}
     assert run.results["statefulset-revision"] == sim.get(*STS)["status"]["updateRevision"]
     assert json.loads(run.results["pods"]) == ["cssr-0", "cssr-1"]
+    assert run.results["init-image-digest"] == PINNED
     assert f"[{command}] gate pool-settled: passed" in run.err
 
 
@@ -457,3 +463,102 @@ def test_cli_api_failure_is_one_clear_line(sim, workloads, run_cli):
     assert "[apply-manifests] error: could not apply statefulsets.apps/v1 cssr/cssr: 503" in run.err
     assert "attempt 1/2 to apply statefulsets.apps/v1 cssr/cssr failed" in run.err
     assert "Traceback" not in run.err
+
+
+# -- the init image, pinned by the digest its registry serves ---------------------------------------------
+
+
+SET_ID = "abcdef012345"
+SERVED = "sha256:" + "d" * 64
+
+
+def init_image_at(httpserver) -> str:
+    return f"localhost:{httpserver.port}/cssr/cssr-init:{SET_ID}"
+
+
+def serve_digest(httpserver, digest: str = SERVED) -> None:
+    httpserver.expect_request(f"/v2/cssr/cssr-init/manifests/{SET_ID}", method="HEAD").respond_with_data(
+        "", headers={"Docker-Content-Digest": digest, "Content-Type": OCI_MANIFEST})
+
+
+def init_container_image(sim) -> str:
+    return sim.get(*STS)["spec"]["template"]["spec"]["initContainers"][0]["image"]
+
+
+def test_without_a_digest_the_pods_pull_the_digest_the_registry_serves(sim, workloads, run_cli, httpserver):
+    """The pipeline passes only the tag: every run reads the same digest, names the same image, makes no revision."""
+    serve_digest(httpserver)
+    values = {"init-image": init_image_at(httpserver), "init-image-digest": "", "tls-verify": "false"}
+    first = run_cli(["apply-manifests"], env(**values), sim=sim)
+    assert first.code == 0, first.err
+    assert first.results["init-image-digest"] == SERVED
+    assert init_container_image(sim) == f"localhost:{httpserver.port}/cssr/cssr-init@{SERVED}"
+    assert f"init-image {init_image_at(httpserver)} is {SERVED} in the registry" in first.err
+    assert "is not pinned by digest" not in first.err
+    assert [(request.method, request.path) for request, _ in httpserver.log] == [
+        ("HEAD", f"/v2/cssr/cssr-init/manifests/{SET_ID}")]
+
+    sim.clear_requests()
+    again = run_cli(["apply-manifests"], env(**values), sim=sim)
+    assert again.code == 0, again.err
+    assert sim.writes() == []
+    assert again.results == first.results
+    assert revisions(sim) == [first.results["statefulset-revision"]]
+
+
+def test_a_moved_tag_rolls_out_the_new_digest(sim, workloads, run_cli, httpserver):
+    values = {"init-image": init_image_at(httpserver), "init-image-digest": "", "tls-verify": "false"}
+    serve_digest(httpserver)
+    first = run_cli(["apply-manifests"], env(**values), sim=sim)
+    httpserver.clear()
+    moved = "sha256:" + "f" * 64  # the kernel set's image was rebuilt and pushed again
+    serve_digest(httpserver, moved)
+    second = run_cli(["apply-manifests"], env(**values), sim=sim)
+    assert (first.code, second.code) == (0, 0), second.err
+    assert init_container_image(sim).endswith(f"@{moved}")
+    assert len(revisions(sim)) == 2
+
+
+@pytest.mark.parametrize("values", [
+    {"init-image-digest": PINNED},
+    {"init-image": f"quay.io/example/cssr-init@{PINNED}", "init-image-digest": ""},
+], ids=["digest-param", "digest-in-image"])
+def test_a_given_digest_asks_no_registry(sim, workloads, run_cli, httpserver, values):
+    done = run_cli(["apply-manifests"], env(**{"init-image": init_image_at(httpserver), **values}), sim=sim)
+    assert done.code == 0, done.err
+    assert done.results["init-image-digest"] == PINNED
+    assert init_container_image(sim).endswith(f"@{PINNED}")
+    assert httpserver.log == []
+
+
+def test_an_unreachable_registry_stops_before_any_request_to_the_cluster(sim, cluster, log, workloads):
+    with pytest.raises(ApiError) as e:
+        run(cluster, log, **{"init-image": f"127.0.0.1:9/cssr/cssr-init:{SET_ID}", "init-image-digest": "",
+                             "tls-verify": "false"})
+    message = str(e.value)
+    assert "cannot reach registry 127.0.0.1:9" in message
+    assert "check the image repository's host and port" in message
+    assert "nothing was written" in message and "pass init-image-digest" in message
+    assert sim.requests == []
+
+
+def test_a_missing_tag_is_a_config_error_naming_the_build(sim, cluster, log, workloads, httpserver):
+    httpserver.expect_request(f"/v2/cssr/cssr-init/manifests/{SET_ID}").respond_with_json(
+        {"errors": [{"code": "MANIFEST_UNKNOWN"}]}, status=404)
+    with pytest.raises(ConfigError) as e:
+        run(cluster, log, **{"init-image": init_image_at(httpserver), "init-image-digest": "", "tls-verify": "false"})
+    assert f"registry localhost:{httpserver.port} has no such tag; build it first (build-init-image)" in str(e.value)
+    assert sim.requests == []
+
+
+def test_cli_registry_failure_is_one_clear_line_and_writes_nothing(sim, workloads, run_cli, httpserver):
+    httpserver.expect_request(f"/v2/cssr/cssr-init/manifests/{SET_ID}").respond_with_data("", status=503)
+    values = {"init-image": init_image_at(httpserver), "init-image-digest": "", "tls-verify": "false"}
+    failed = run_cli(["apply-manifests"], {**env(**values), "CSSR_RETRY_ATTEMPTS": "2"}, sim=sim)
+    assert failed.code == 1
+    errors = [line for line in failed.err.splitlines() if "error:" in line]
+    assert len(errors) == 1, failed.err
+    assert f"registry localhost:{httpserver.port} answered 503 SERVICE UNAVAILABLE" in errors[0]
+    assert "nothing was written" in errors[0]
+    assert failed.results == {}
+    assert sim.writes() == []
