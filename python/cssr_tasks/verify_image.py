@@ -13,11 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import init_image
 from .errors import ConfigError, CssrError
 from .init_image import DEFAULT_REPOSITORY, LABEL_SET_ID
 from .log import Log
 from .params import Reader
-from .registry import ImageRef, Registry, find_docker_config
+from .registry import ImageRef, Registry
 
 NEEDS_CLUSTER = False
 # The same name as build_init_image's (task modules do not import each other; a test keeps them equal).
@@ -40,21 +41,12 @@ class Params:
         set_id = read.string("kernel-set-id", required=True, pattern=r"[0-9a-f]{12}",
                              hint="pass the kernel-set-id result of detect-kernel (12 hex digits)")
         repository = read.string("image-repository", DEFAULT_REPOSITORY)
-        try:
-            ref = ImageRef.parse(repository)
-            if ref.tag or ref.digest:
-                read.fail(f"param image-repository={repository!r} must be a repository without tag or digest")
-        except ConfigError as e:
-            read.fail(f"param image-repository: {e}")
+        init_image.check_reference(read, "image-repository", repository, bare=True)
         context = read.string("context-dir", "cssr-init")
         workspace = environ.get("WORKSPACE_SOURCE_PATH", "")
         if workspace and (Path(context).is_absolute() or ".." in Path(context).parts):
             read.fail(f"param context-dir={context!r} must be a relative path inside the source workspace")
-        config = ""
-        try:
-            config = find_docker_config(read.string("docker-config", ""), environ)
-        except ConfigError as e:
-            read.fail(f"param docker-config: {e}")
+        config = init_image.read_docker_config(read, environ)
         tls = read.tls_verify()
         read.done()
         return cls(kernel_set_id=set_id, image_repository=repository,
