@@ -41,8 +41,7 @@ class Params:
         read = Reader(environ)
         params = cls(
             node_selector=read.string("node-selector", cls.node_selector),
-            pool=read.string("pool", "", pattern=r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?",
-                          hint="a MachineConfigPool name such as worker"),
+            pool=read.pool(),
             include_upgrade_target=read.boolean("include-upgrade-target", True),
             allow_mixed_kernels=read.boolean("allow-mixed-kernels", True),
             dtk_source=read.choice("dtk-source", "internal", ("internal", "upstream")),

@@ -149,7 +149,7 @@ class Params:
                                      hint="a DNS-1123 label: lower-case letters, digits and '-', at most 63"),
             "replicas": read.integer("replicas", cls.replicas, minimum=1),
             "node_selector": optional(read, "node-selector", cls.node_selector, r".*", ""),
-            "pool": read.string("pool", cls.pool, pattern=DNS_SUBDOMAIN, hint="a MachineConfigPool name"),
+            "pool": read.pool(default=cls.pool),
             "router_image": read.string("router-image", cls.router_image, pattern=IMAGE, hint=image_hint),
             "kmod_builder_image": read.string("kmod-builder-image", cls.kmod_builder_image, pattern=IMAGE,
                                               hint=image_hint),

@@ -118,6 +118,11 @@ class Reader:
             return True
         return value
 
+    def pool(self, name: str = "pool", default: str = "") -> str:
+        """A MachineConfigPool name (a DNS subdomain), such as worker or worker-cnf."""
+        return self.string(name, default, pattern=r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?",
+                           hint="a MachineConfigPool name such as worker")
+
     def fail(self, message: str) -> None:
         """Record a problem found by a check that spans several params."""
         self.errors.append(message)

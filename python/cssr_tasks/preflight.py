@@ -92,8 +92,7 @@ class Params:
         read = Reader(environ)
         params = cls(
             node_selector=read.string("node-selector", cls.node_selector),
-            pool=read.string("pool", "", pattern=r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?",
-                             hint="a MachineConfigPool name such as worker"),
+            pool=read.pool(),
             allow_updating=read.boolean("allow-updating", False),
             hugepages_method=read.choice("hugepages-method", cls.hugepages_method,
                                          ("machineconfig", "performanceprofile", "none")),
