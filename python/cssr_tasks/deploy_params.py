@@ -1,0 +1,353 @@
+"""The deploy params: what the PoC hard-coded, read from the environment and checked before anything
+is rendered or written.
+
+Shared by `cssr-tasks render` and `cssr-tasks apply-manifests` through `manifests`; the checks that
+span params (and the bounds on what a param may do to the nodes) live here, next to the fields.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Self
+
+from . import selectors
+from .errors import ConfigError
+from .params import Reader
+
+HUGEPAGES = {"2M": ("hugepages-2Mi", Decimal(2 * 2**20)), "1G": ("hugepages-1Gi", Decimal(2**30))}
+
+DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+DNS_SUBDOMAIN = r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"
+RESOURCE_NAME = r"[a-zA-Z0-9_]+"
+PF_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}"  # a Linux interface name has at most 15 characters
+DIGEST = r"sha256:[0-9a-f]{64}"
+# registry host[:port], at least one path component, an optional tag and an optional digest
+IMAGE = (r"[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)+"
+         r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?")
+CPU_SET = r"\d+(-\d+)?(,\d+(-\d+)?)*"
+KERNEL_ARG = r"[A-Za-z0-9_.-]+(=\S+)?"
+QUANTITY = r"([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?"
+_SUFFIX: dict[str, Decimal] = {
+    "": Decimal(1), "Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30), "Ti": Decimal(2**40),
+    "Pi": Decimal(2**50), "Ei": Decimal(2**60), "m": Decimal("0.001"), "k": Decimal(10**3), "M": Decimal(10**6),
+    "G": Decimal(10**9), "T": Decimal(10**12), "P": Decimal(10**15), "E": Decimal(10**18)}
+_GENERATED_KERNEL_ARGS = ("hugepages=", "hugepagesz=", "default_hugepagesz=")
+
+
+def parse_quantity(text: str) -> Decimal:
+    """A Kubernetes quantity ("4Gi", "500m", "7") as a number; ValueError when it is not one."""
+    match = re.fullmatch(QUANTITY, text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a quantity")
+    return Decimal(match[1]) * _SUFFIX[match[2] or ""]
+
+
+def dns_name(name: str) -> str:
+    """An interface or resource name as part of an object name: ens6f0np0 -> ens6f0np0, my_vfs -> my-vfs."""
+    return re.sub(r"[_.]", "-", name.lower())
+
+
+
+def _help(default: Any, text: str) -> Any:
+    return field(default=default, metadata={"help": text})
+
+
+
+@dataclass(frozen=True)
+class Params:
+    """What the PoC hard-coded, as params; every value is checked before anything is rendered or written."""
+
+    namespace: str = _help("cssr", "the router's namespace (DNS-1123 label)")
+    replicas: int = _help(1, "router pods (at least 1)")
+    node_selector: str = _help("node-role.kubernetes.io/worker=", "key=value terms: the pods' nodeSelector")
+    pool: str = _help("worker", "the MachineConfigPool of the target nodes")
+    router_image: str = _help("quay.io/juniper-128t/128t-5121:5.1.2-1", "the cSSR router image")
+    kmod_builder_image: str = _help("quay.io/juniper-128t/kmod-builder-51:5.1.2-1", "Juniper's kmod-builder image")
+    init_image: str = _help("image-registry.openshift-image-registry.svc:5000/cssr/cssr-init:latest",
+                            "the cssr-init image (build-init-image's image-url)")
+    init_image_digest: str = _help("", "sha256:... digest of init-image; the pods then pull it by digest")
+    images_namespace: str = _help("cssr", "internal-registry namespace of the images; empty: none")
+    network_mode: str = _help("macvlan", "macvlan (the PoC: macvlan on VF 0) or sriov (VFs in the pod)")
+    networks: tuple[dict[str, Any], ...] = _help((), "Multus JSON list for the pod; empty: every rendered network")
+    pf_names: tuple[str, ...] = _help(("ens6f0np0", "ens6f1np1"), "SR-IOV PFs: JSON array or comma list")
+    num_vfs: int = _help(8, "VFs per PF")
+    resource_name: str = _help("", "one SR-IOV resource for all PFs; empty: one per PF, named like it")
+    device_type: str = _help("netdevice", "VF driver: netdevice or vfio-pci")
+    hugepages_size: str = _help("2M", "2M or 1G")
+    hugepages_count: int = _help(8192, "hugepages per node (kernel argument hugepages=)")
+    hugepages_request: str = _help("4Gi", "hugepages per router pod, a quantity")
+    hugepages_method: str = _help("machineconfig", "machineconfig, performanceprofile or none")
+    kernel_args: tuple[str, ...] = _help(("intel_iommu=on",), "more kernel arguments: JSON array or spaces")
+    cpu_reserved: str = _help("", "PerformanceProfile reserved CPUs, e.g. 0-1")
+    cpu_isolated: str = _help("", "PerformanceProfile isolated CPUs, e.g. 2-31")
+    cpu: str = _help("2", "router CPU request and limit")
+    memory: str = _help("", "router memory request and limit; empty: none")
+    modules_storage_class: str = _help("ocs-storagecluster-cephfs", "RWX class of the modules PVC; empty: default")
+    modules_size: str = _help("5Gi", "size of the modules PVC (kernel trees of every kernel run)")
+    data_storage_class: str = _help("ocs-storagecluster-cephfs", "class of the cssr-data claims; empty: default")
+    data_size: str = _help("512Mi", "size of each pod's cssr-data claim")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Self:
+        read = Reader(environ)
+        params = cls(**cls.read(read))
+        for problem in params.problems():
+            read.fail(problem)
+        read.done()
+        return params
+
+    @classmethod
+    def read(cls, read: Reader) -> dict[str, Any]:
+        """Every field from the environment; subclasses add theirs."""
+        image_hint = "a fully qualified image reference such as quay.io/org/name:1.2 or registry/ns/name@sha256:..."
+        return {
+            "namespace": read.string("namespace", cls.namespace, pattern=DNS_LABEL,
+                                     hint="a DNS-1123 label: lower-case letters, digits and '-', at most 63"),
+            "replicas": read.integer("replicas", cls.replicas, minimum=1),
+            "node_selector": optional(read, "node-selector", cls.node_selector, r".*", ""),
+            "pool": read.pool(default=cls.pool),
+            "router_image": read.string("router-image", cls.router_image, pattern=IMAGE, hint=image_hint),
+            "kmod_builder_image": read.string("kmod-builder-image", cls.kmod_builder_image, pattern=IMAGE,
+                                              hint=image_hint),
+            "init_image": read.string("init-image", cls.init_image, pattern=IMAGE, hint=image_hint),
+            "init_image_digest": optional(read, "init-image-digest", cls.init_image_digest, DIGEST,
+                                          "sha256: and 64 hex digits, e.g. build-init-image's image-digest"),
+            "images_namespace": optional(read, "images-namespace", cls.images_namespace, DNS_LABEL,
+                                         "a namespace name, or empty"),
+            "network_mode": read.choice("network-mode", cls.network_mode, ("macvlan", "sriov")),
+            "networks": _networks(read),
+            "pf_names": _list(read, "pf-names", cls.pf_names, ","),
+            "num_vfs": read.integer("num-vfs", cls.num_vfs, minimum=1),
+            "resource_name": optional(read, "resource-name", cls.resource_name, RESOURCE_NAME,
+                                      "letters, digits and '_' only (^[a-zA-Z0-9_]+$)"),
+            "device_type": read.choice("device-type", cls.device_type, ("netdevice", "vfio-pci")),
+            "hugepages_size": read.choice("hugepages-size", cls.hugepages_size, tuple(HUGEPAGES)),
+            "hugepages_count": read.integer("hugepages-count", cls.hugepages_count, minimum=1),
+            "hugepages_request": quantity(read, "hugepages-request", cls.hugepages_request),
+            "hugepages_method": read.choice("hugepages-method", cls.hugepages_method,
+                                            ("machineconfig", "performanceprofile", "none")),
+            "kernel_args": _list(read, "kernel-args", cls.kernel_args, None),
+            "cpu_reserved": optional(read, "cpu-reserved", cls.cpu_reserved, CPU_SET, "a cpuset such as 0-1"),
+            "cpu_isolated": optional(read, "cpu-isolated", cls.cpu_isolated, CPU_SET, "a cpuset such as 2-31"),
+            "cpu": quantity(read, "cpu", cls.cpu),
+            "memory": quantity(read, "memory", cls.memory, allow_empty=True),
+            "modules_storage_class": optional(read, "modules-storage-class", cls.modules_storage_class,
+                                              DNS_SUBDOMAIN, "a StorageClass name, or empty for the default"),
+            "modules_size": quantity(read, "modules-size", cls.modules_size),
+            "data_storage_class": optional(read, "data-storage-class", cls.data_storage_class, DNS_SUBDOMAIN,
+                                           "a StorageClass name, or empty for the default"),
+            "data_size": quantity(read, "data-size", cls.data_size),
+        }
+
+    def problems(self) -> list[str]:
+        """What no single param shows: rules that span params, and the shape of the lists."""
+        found: list[str] = []
+        if self.namespace == "default" or self.namespace.startswith(("openshift", "kube-")):
+            found.append(f"param namespace={self.namespace!r} is reserved for the cluster; choose one such as cssr")
+        try:
+            self.node_selector_map()
+        except ConfigError as e:
+            found.append(f"param node-selector: {e}")
+        found += self._pf_problems()
+        if self.network_mode == "macvlan" and self.num_vfs < 2:
+            found.append(f"param num-vfs={self.num_vfs} leaves no VF for the policy: network-mode macvlan keeps "
+                         "VF 0 for the host; use at least 2")
+        found += self._network_problems()
+        for arg in self.kernel_args:
+            if not re.fullmatch(KERNEL_ARG, arg):
+                found.append(f"param kernel-args: {arg!r} is not a kernel argument (name or name=value)")
+            elif arg.startswith(_GENERATED_KERNEL_ARGS):
+                found.append(f"param kernel-args: {arg!r} is set from hugepages-size and hugepages-count; remove it")
+        found += self._hugepages_problems()
+        if self.init_image_digest and "@" in self.init_image:
+            found.append("param init-image already holds a digest; leave init-image-digest empty or give the "
+                         "image without one")
+        return found
+
+    def _pf_problems(self) -> list[str]:
+        found = []
+        if not self.pf_names:
+            found.append("param pf-names is empty; name at least one PF, e.g. [\"ens6f0np0\"]")
+        for pf in self.pf_names:
+            if not re.fullmatch(PF_NAME, pf):
+                found.append(f"param pf-names: {pf!r} is not an interface name (at most 15 letters, digits, "
+                             "'.', '_' or '-'; no VF range, which is derived from network-mode)")
+            elif not self.resource_name and not re.fullmatch(RESOURCE_NAME, pf):
+                found.append(f"param pf-names: {pf!r} cannot name its SR-IOV resource (^[a-zA-Z0-9_]+$); "
+                             "set resource-name")
+        if len(set(self.pf_names)) != len(self.pf_names):
+            found.append(f"param pf-names lists a PF twice: {list(self.pf_names)}")
+        if self.resource_name and not re.fullmatch(DNS_LABEL, "cssr-" + dns_name(self.resource_name)):
+            found.append(f"param resource-name={self.resource_name!r} cannot name a policy; use letters and digits")
+        return found
+
+    def _network_problems(self) -> list[str]:
+        found = []
+        for i, entry in enumerate(self.networks):
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+                found.append(f"param networks[{i}] must be an object with a \"name\", e.g. "
+                             "{\"name\": \"ens6f0np0-macvlan\"}")
+                continue
+            if not re.fullmatch(DNS_SUBDOMAIN, entry["name"]):
+                found.append(f"param networks[{i}].name={entry['name']!r} is not a NetworkAttachmentDefinition name")
+            namespace = entry.get("namespace", self.namespace)
+            if not isinstance(namespace, str) or not re.fullmatch(DNS_LABEL, namespace):
+                found.append(f"param networks[{i}].namespace={namespace!r} is not a namespace name")
+        return found
+
+    def _hugepages_problems(self) -> list[str]:
+        found: list[str] = []
+        resource, page = HUGEPAGES[self.hugepages_size]
+        try:
+            request = parse_quantity(self.hugepages_request)
+        except ValueError:
+            return found  # already reported by quantity()
+        if request <= 0 or request % page:
+            found.append(f"param hugepages-request={self.hugepages_request} must be a positive multiple of the "
+                         f"{self.hugepages_size} page size ({resource})")
+        elif self.hugepages_method != "none" and request > page * self.hugepages_count:
+            found.append(f"param hugepages-request={self.hugepages_request} is more than a node's "
+                         f"{self.hugepages_count} pages of {self.hugepages_size}; raise hugepages-count")
+        if self.hugepages_method == "performanceprofile":
+            for name, value in (("cpu-reserved", self.cpu_reserved), ("cpu-isolated", self.cpu_isolated)):
+                if not value:
+                    found.append(f"param {name} is required with hugepages-method=performanceprofile")
+            if not self.node_selector.strip():
+                found.append("param node-selector is required with hugepages-method=performanceprofile")
+        return found
+
+    # -- derived values -----------------------------------------------------------------------
+
+    def node_selector_map(self) -> dict[str, str]:
+        """The selector as a pod nodeSelector, which can only hold key=value terms."""
+        result: dict[str, str] = {}
+        for term in selectors.parse(self.node_selector):
+            if term.operator not in ("=", "=="):
+                raise ConfigError(f"term {str(term)!r} cannot be part of a pod nodeSelector; use key=value terms "
+                                  "only, e.g. node-role.kubernetes.io/worker=")
+            result[term.key] = term.values[0]
+        return result
+
+    @property
+    def hugepages_resource(self) -> str:
+        return HUGEPAGES[self.hugepages_size][0]
+
+    def init_image_ref(self) -> str:
+        """The cssr-init image by digest when the digest is known (a tag can move; a digest cannot)."""
+        if not self.init_image_digest:
+            return self.init_image
+        repository = self.init_image
+        if repository.rfind(":") > repository.rfind("/"):
+            repository = repository[: repository.rfind(":")]
+        return f"{repository}@{self.init_image_digest}"
+
+    def sriov_resources(self) -> dict[str, tuple[str, ...]]:
+        """SR-IOV resource name -> its PFs: one per PF (the PoC), or one for all with resource-name."""
+        if self.resource_name:
+            return {self.resource_name: self.pf_names}
+        return {pf: (pf,) for pf in self.pf_names}
+
+    def sriov_networks(self) -> dict[str, str]:
+        """SriovNetwork (and the NetworkAttachmentDefinition the operator makes of it) -> resource name."""
+        return {f"{dns_name(res)}-sriovnetwork": res for res in self.sriov_resources()}
+
+    def macvlan_networks(self) -> dict[str, str]:
+        """macvlan NetworkAttachmentDefinition -> PF, in network-mode macvlan."""
+        if self.network_mode != "macvlan":
+            return {}
+        return {f"{dns_name(pf)}-macvlan": pf for pf in self.pf_names}
+
+    def pod_networks(self) -> list[dict[str, Any]]:
+        """The Multus list of the pod: the networks param, or every network this mode attaches."""
+        if self.networks:
+            return [dict(n) for n in self.networks]
+        if self.network_mode == "macvlan":
+            return [{"name": name} for name in self.macvlan_networks()]
+        if self.resource_name:  # one shared resource: one attachment (one VF) per PF
+            name = next(iter(self.sriov_networks()))
+            return [{"name": name} for _ in self.pf_names]
+        return [{"name": name} for name in self.sriov_networks()]
+
+    def rendered_networks(self) -> set[str]:
+        return set(self.sriov_networks()) | set(self.macvlan_networks())
+
+    def foreign_networks(self) -> list[tuple[str, str]]:
+        """(namespace, name) of the pod's networks that we do not render: they must exist already."""
+        found = []
+        for entry in self.pod_networks():
+            namespace = entry.get("namespace", self.namespace)
+            if namespace != self.namespace or entry["name"] not in self.rendered_networks():
+                found.append((namespace, entry["name"]))
+        return found
+
+    def vf_requests(self) -> dict[str, int]:
+        """VFs one pod requests per SR-IOV resource: one per attachment of one of our SriovNetworks."""
+        networks = self.sriov_networks()
+        counts: Counter[str] = Counter()
+        for entry in self.pod_networks():
+            if entry.get("namespace", self.namespace) == self.namespace and entry["name"] in networks:
+                counts[networks[entry["name"]]] += 1
+        return dict(counts)
+
+    def warnings(self) -> list[str]:
+        """What is allowed but deserves a line in the log: images that can move under the deployment."""
+        found = []
+        if "@" not in self.init_image_ref():
+            found.append(f"init-image {self.init_image} is not pinned by digest; pass init-image-digest "
+                         "(build-init-image's image-digest result)")
+        for name, image in (("router-image", self.router_image), ("kmod-builder-image", self.kmod_builder_image)):
+            if image.endswith(":latest"):
+                found.append(f"{name} {image} uses the moving tag latest; pin a version tag or a digest")
+        return found
+
+
+# -- param readers --------------------------------------------------------------------------------
+
+
+def optional(read: Reader, name: str, default: str, pattern: str, hint: str) -> str:
+    """Unset gives the default; set but empty means "none", which a plain Reader.string cannot say."""
+    value = read.raw(name)
+    if value is None:
+        return default
+    value = value.strip()
+    if value and not re.fullmatch(pattern, value):
+        read.fail(f"param {name}={value!r} is not valid; {hint}")
+    return value
+
+
+def quantity(read: Reader, name: str, default: str, *, allow_empty: bool = False) -> str:
+    value = optional(read, name, default, r".*", "") if allow_empty else read.string(name, default).strip()
+    if value:
+        try:
+            if parse_quantity(value) <= 0:
+                read.fail(f"param {name}={value!r} must be more than zero")
+        except ValueError:
+            read.fail(f"param {name}={value!r} is not a Kubernetes quantity such as 4Gi, 512Mi or 2")
+    return value
+
+
+def _list(read: Reader, name: str, default: tuple[str, ...], separator: str | None) -> tuple[str, ...]:
+    """A JSON array of strings, or a plain list (comma-separated, or space-separated when separator is None)."""
+    value = read.raw(name)
+    if value is None:
+        return default
+    text = value.strip()
+    if text.startswith("["):
+        items = read.json(name, None, kind=list)
+        if items is None:
+            return default
+        if not all(isinstance(i, str) for i in items):
+            read.fail(f"param {name} must be a JSON array of strings")
+            return default
+        return tuple(i.strip() for i in items if i.strip())
+    return tuple(i.strip() for i in text.split(separator) if i.strip())
+
+
+def _networks(read: Reader) -> tuple[dict[str, Any], ...]:
+    value = read.json("networks", None, kind=list,
+                      hint='a Multus JSON list such as [{"name": "ens6f0np0-macvlan"}]')
+    return tuple(value or ())
