@@ -5,9 +5,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LINT_BIN := tools/lint/node_modules/.bin/tekton-lint
-export CSSR_CRD_DIR ?= $(abspath ../shared/crds)
+# The upstream CRD schemas the tests validate against: pinned Go modules (crds/go.mod), fetched by
+# `make crds` into a git-ignored cache.
+CRDS := .cache/crds/.stamp
+export CSSR_CRD_DIR ?= $(abspath .cache/crds)
 
-.PHONY: demo test lint unit deps venv bench clean
+.PHONY: demo test lint unit deps venv crds bench clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +24,12 @@ $(LINT_BIN): tools/lint/package.json tools/lint/package-lock.json
 	npm ci --prefix tools/lint --no-audit --no-fund --loglevel=error
 	touch $@
 
-deps: $(STAMP) $(LINT_BIN)
+$(CRDS): crds/go.mod crds/go.sum scripts/fetch-crds
+	scripts/fetch-crds
+
+crds: $(CRDS)
+
+deps: $(STAMP) $(LINT_BIN) $(CRDS)
 	scripts/install-system-deps
 
 # The real pipelines/cssr-deploy.yaml against the simulated OpenShift, with real buildah, registry
@@ -32,17 +40,17 @@ demo: $(STAMP)
 
 # The gates (ruff, mypy, yamllint, tekton-lint, schemas, cross-references) are tests in tests/lint,
 # each proven to fail on a broken copy of a Task.
-lint: $(STAMP) $(LINT_BIN)
+lint: $(STAMP) $(LINT_BIN) $(CRDS)
 	$(BIN)/python -m pytest -q tests/lint
 
 test: deps
 	$(BIN)/python -m pytest
 
-unit: $(STAMP)
+unit: $(STAMP) $(CRDS)
 	$(BIN)/python -m pytest -q tests/unit
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) tools/lint/node_modules out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) tools/lint/node_modules out .cache/crds .pytest_cache .mypy_cache .ruff_cache

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def crd_dir() -> Path:
-    return Path(os.environ.get("CSSR_CRD_DIR") or REPO.parent / "shared" / "crds")
+    return Path(os.environ.get("CSSR_CRD_DIR") or REPO / ".cache" / "crds")
 
 
 def require_tool(*names: str) -> None:

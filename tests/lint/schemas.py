@@ -1,4 +1,5 @@
-"""Schema validation of manifests: CRD schemas from ../shared/crds (or $CSSR_CRD_DIR) and the
+"""Schema validation of manifests: CRD schemas from .cache/crds (`make crds`, pinned in
+crds/go.mod; or $CSSR_CRD_DIR) and the
 Kubernetes schemas of `kubernetes-validate`. Used by the lint gate and by the render tests.
 
 Strict mode rejects unknown fields wherever a schema lists `properties` without
@@ -30,7 +31,7 @@ STRUCTURAL: dict[tuple[str, str], list[str]] = {
 
 
 def crd_dir() -> Path:
-    return Path(os.environ.get("CSSR_CRD_DIR") or REPO.parent / "shared" / "crds")
+    return Path(os.environ.get("CSSR_CRD_DIR") or REPO / ".cache" / "crds")
 
 
 def _strict(schema: Any) -> Any:
@@ -62,7 +63,7 @@ def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     schemas: dict[tuple[str, str], dict[str, Any]] = {}
     root = crd_dir()
     if not root.is_dir():
-        raise FileNotFoundError(f"CRD schemas not found at {root}; set CSSR_CRD_DIR")
+        raise FileNotFoundError(f"CRD schemas not found at {root}; run `make crds` (or set CSSR_CRD_DIR)")
     for path in sorted(root.rglob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if not isinstance(doc, dict) or doc.get("kind") != "CustomResourceDefinition":

@@ -1,6 +1,6 @@
 """The lint gates of `make test`: each passes on the suite and fails on a deliberately broken Task.
 
-yamllint, @ibm/tekton-lint, schema validation against ../shared/crds and Kubernetes schemas,
+yamllint, @ibm/tekton-lint, schema validation against the pinned CRDs (.cache/crds) and Kubernetes schemas,
 our own cross-reference check, and ruff and mypy on the Python of a Task.
 """
 

@@ -1,7 +1,7 @@
 """Rendering the deployment, offline: params, schemas, PoC fidelity field by field, and `cssr-tasks render`.
 
 Every object of several param sets validates against the Kubernetes schemas and the CRDs in
-../shared/crds (or $CSSR_CRD_DIR); the default StatefulSet keeps every field of the PoC's that has a
+.cache/crds (pinned in crds/go.mod, fetched by `make crds`; or $CSSR_CRD_DIR); the default StatefulSet keeps every field of the PoC's that has a
 purpose and drops the ones the API server rejects or sets itself; each invalid param gives its own
 error; the render command writes the same objects to files or stdout without any cluster.
 """

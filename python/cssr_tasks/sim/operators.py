@@ -10,7 +10,7 @@
   OpenShift 4.11+ cluster.
 
 CRDs carry the Established condition a real API server sets. Their schemas preserve unknown
-fields: the real schemas live in ../shared/crds and are used by the lint tests, never copied here.
+fields: the real schemas are pinned in crds/go.mod and used by the lint tests, never copied here.
 """
 
 from __future__ import annotations
