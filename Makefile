@@ -29,8 +29,10 @@ $(CRDS): crds/go.mod crds/go.sum scripts/fetch-crds
 
 crds: $(CRDS)
 
-deps: $(STAMP) $(LINT_BIN) $(CRDS)
+# System tools first: the CRD fetch needs Go.
+deps: $(STAMP) $(LINT_BIN)
 	scripts/install-system-deps
+	$(MAKE) --no-print-directory crds
 
 # The real pipelines/cssr-deploy.yaml against the simulated OpenShift, with real buildah, registry
 # and module builds where present (stand-ins, named in the output, where not). Needs root: steps get
