@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Self
 
-from . import selectors
+from . import node_power, selectors
 from .errors import ConfigError
 from .params import Reader
 
@@ -29,13 +29,17 @@ DIGEST = r"sha256:[0-9a-f]{64}"
 IMAGE = (r"[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)+"
          r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?")
 CPU_SET = r"\d+(-\d+)?(,\d+(-\d+)?)*"
-KERNEL_ARG = r"[A-Za-z0-9_.-]+(=\S+)?"
+KERNEL_ARG_NAME = r"[A-Za-z0-9_.-]+"
+KERNEL_ARG = KERNEL_ARG_NAME + r"(=\S+)?"
 QUANTITY = r"([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?"
 _SUFFIX: dict[str, Decimal] = {
     "": Decimal(1), "Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30), "Ti": Decimal(2**40),
     "Pi": Decimal(2**50), "Ei": Decimal(2**60), "m": Decimal("0.001"), "k": Decimal(10**3), "M": Decimal(10**6),
     "G": Decimal(10**9), "T": Decimal(10**12), "P": Decimal(10**15), "E": Decimal(10**18)}
-_GENERATED_KERNEL_ARGS = ("hugepages=", "hugepagesz=", "default_hugepagesz=")
+# Bounds of the counts a param sets: more router pods than a site runs, more VFs per PF than any NIC offers
+# (PCIe SR-IOV allows 65535; Intel E810 and the ConnectX cards stop at 256 or fewer).
+MAX_REPLICAS = 100
+MAX_VFS = 256
 
 
 def parse_quantity(text: str) -> Decimal:
@@ -56,15 +60,15 @@ def _help(default: Any, text: str) -> Any:
     return field(default=default, metadata={"help": text})
 
 
-
 @dataclass(frozen=True)
 class Params:
     """What the PoC hard-coded, as params; every value is checked before anything is rendered or written."""
 
     namespace: str = _help("cssr", "the router's namespace (DNS-1123 label)")
-    replicas: int = _help(1, "router pods (at least 1)")
+    replicas: int = _help(1, f"router pods (1 to {MAX_REPLICAS})")
     node_selector: str = _help("node-role.kubernetes.io/worker=", "key=value terms: the pods' nodeSelector")
     pool: str = _help("worker", "the MachineConfigPool of the target nodes")
+    allow_control_plane: bool = _help(False, "true: the hugepages config may target a control-plane pool")
     router_image: str = _help("quay.io/juniper-128t/128t-5121:5.1.2-1", "the cSSR router image")
     kmod_builder_image: str = _help("quay.io/juniper-128t/kmod-builder-51:5.1.2-1", "Juniper's kmod-builder image")
     init_image: str = _help("image-registry.openshift-image-registry.svc:5000/cssr/cssr-init:latest",
@@ -74,7 +78,7 @@ class Params:
     network_mode: str = _help("macvlan", "macvlan (the PoC: macvlan on VF 0) or sriov (VFs in the pod)")
     networks: tuple[dict[str, Any], ...] = _help((), "Multus JSON list for the pod; empty: every rendered network")
     pf_names: tuple[str, ...] = _help(("ens6f0np0", "ens6f1np1"), "SR-IOV PFs: JSON array or comma list")
-    num_vfs: int = _help(8, "VFs per PF")
+    num_vfs: int = _help(8, f"VFs per PF (1 to {MAX_VFS})")
     resource_name: str = _help("", "one SR-IOV resource for all PFs; empty: one per PF, named like it")
     device_type: str = _help("netdevice", "VF driver: netdevice or vfio-pci")
     hugepages_size: str = _help("2M", "2M or 1G")
@@ -82,6 +86,8 @@ class Params:
     hugepages_request: str = _help("4Gi", "hugepages per router pod, a quantity")
     hugepages_method: str = _help("machineconfig", "machineconfig, performanceprofile or none")
     kernel_args: tuple[str, ...] = _help(("intel_iommu=on",), "more kernel arguments: JSON array or spaces")
+    allow_kernel_args: tuple[str, ...] = _help((), "names of kernel arguments beyond the allowlist that "
+                                                   "kernel-args may set")
     cpu_reserved: str = _help("", "PerformanceProfile reserved CPUs, e.g. 0-1")
     cpu_isolated: str = _help("", "PerformanceProfile isolated CPUs, e.g. 2-31")
     cpu: str = _help("2", "router CPU request and limit")
@@ -107,9 +113,10 @@ class Params:
         return {
             "namespace": read.string("namespace", cls.namespace, pattern=DNS_LABEL,
                                      hint="a DNS-1123 label: lower-case letters, digits and '-', at most 63"),
-            "replicas": read.integer("replicas", cls.replicas, minimum=1),
+            "replicas": read.integer("replicas", cls.replicas, minimum=1, maximum=MAX_REPLICAS),
             "node_selector": optional(read, "node-selector", cls.node_selector, r".*", ""),
             "pool": read.pool(default=cls.pool),
+            "allow_control_plane": read.boolean("allow-control-plane", cls.allow_control_plane),
             "router_image": read.string("router-image", cls.router_image, pattern=IMAGE, hint=image_hint),
             "kmod_builder_image": read.string("kmod-builder-image", cls.kmod_builder_image, pattern=IMAGE,
                                               hint=image_hint),
@@ -121,7 +128,7 @@ class Params:
             "network_mode": read.choice("network-mode", cls.network_mode, ("macvlan", "sriov")),
             "networks": _networks(read),
             "pf_names": _list(read, "pf-names", cls.pf_names, ","),
-            "num_vfs": read.integer("num-vfs", cls.num_vfs, minimum=1),
+            "num_vfs": read.integer("num-vfs", cls.num_vfs, minimum=1, maximum=MAX_VFS),
             "resource_name": optional(read, "resource-name", cls.resource_name, RESOURCE_NAME,
                                       "letters, digits and '_' only (^[a-zA-Z0-9_]+$)"),
             "device_type": read.choice("device-type", cls.device_type, ("netdevice", "vfio-pci")),
@@ -131,6 +138,7 @@ class Params:
             "hugepages_method": read.choice("hugepages-method", cls.hugepages_method,
                                             ("machineconfig", "performanceprofile", "none")),
             "kernel_args": _list(read, "kernel-args", cls.kernel_args, None),
+            "allow_kernel_args": _list(read, "allow-kernel-args", cls.allow_kernel_args, None),
             "cpu_reserved": optional(read, "cpu-reserved", cls.cpu_reserved, CPU_SET, "a cpuset such as 0-1"),
             "cpu_isolated": optional(read, "cpu-isolated", cls.cpu_isolated, CPU_SET, "a cpuset such as 2-31"),
             "cpu": quantity(read, "cpu", cls.cpu),
@@ -148,24 +156,56 @@ class Params:
         found: list[str] = []
         if self.namespace == "default" or self.namespace.startswith(("openshift", "kube-")):
             found.append(f"param namespace={self.namespace!r} is reserved for the cluster; choose one such as cssr")
-        try:
-            self.node_selector_map()
-        except ConfigError as e:
-            found.append(f"param node-selector: {e}")
+        found += self._node_problems()
         found += self._pf_problems()
         if self.network_mode == "macvlan" and self.num_vfs < 2:
             found.append(f"param num-vfs={self.num_vfs} leaves no VF for the policy: network-mode macvlan keeps "
                          "VF 0 for the host; use at least 2")
         found += self._network_problems()
-        for arg in self.kernel_args:
-            if not re.fullmatch(KERNEL_ARG, arg):
-                found.append(f"param kernel-args: {arg!r} is not a kernel argument (name or name=value)")
-            elif arg.startswith(_GENERATED_KERNEL_ARGS):
-                found.append(f"param kernel-args: {arg!r} is set from hugepages-size and hugepages-count; remove it")
+        found += self._kernel_arg_problems()
         found += self._hugepages_problems()
         if self.init_image_digest and "@" in self.init_image:
             found.append("param init-image already holds a digest; leave init-image-digest empty or give the "
                          "image without one")
+        return found
+
+    def _node_problems(self) -> list[str]:
+        """The nodes the params reach: never every node, and the control plane only when allowed explicitly."""
+        found = []
+        try:
+            selector = self.node_selector_map()
+        except ConfigError as e:
+            return [f"param node-selector: {e}"]
+        if not selector:
+            found.append("param node-selector is empty, which selects every node (the control plane included) for "
+                         "the SR-IOV policies and the router pods; name the router's nodes, e.g. "
+                         "node-role.kubernetes.io/worker=")
+        if self.allow_control_plane:
+            return found
+        if self.pool in node_power.CONTROL_PLANE_POOLS:
+            found.append(f"param pool={self.pool} is a control-plane pool: the hugepages config would reboot and "
+                         "change the control plane; on a compact cluster set allow-control-plane=true to mean it")
+        roles = node_power.control_plane_roles(selector)
+        if roles:
+            found.append(f"param node-selector selects control-plane nodes ({', '.join(roles)}); on a compact "
+                         "cluster set allow-control-plane=true to mean it")
+        return found
+
+    def _kernel_arg_problems(self) -> list[str]:
+        found = []
+        for name in self.allow_kernel_args:
+            if not re.fullmatch(KERNEL_ARG_NAME, name):
+                found.append(f"param allow-kernel-args: {name!r} is not a kernel argument name (no '=')")
+        for arg in self.kernel_args:
+            if not re.fullmatch(KERNEL_ARG, arg):
+                found.append(f"param kernel-args: {arg!r} is not a kernel argument (name or name=value)")
+            elif node_power.kernel_arg_name(arg) in node_power.GENERATED_KERNEL_ARGS:
+                found.append(f"param kernel-args: {arg!r} is set from hugepages-size and hugepages-count; remove it")
+        unlisted = node_power.unlisted_kernel_args(
+            [a for a in self.kernel_args if re.fullmatch(KERNEL_ARG, a)], self.allow_kernel_args)
+        if unlisted:
+            found.append(f"param kernel-args: {', '.join(unlisted)} not in the allowlist of what a DPDK router needs "
+                         "(README, Security); to set them anyway, name them in allow-kernel-args")
         return found
 
     def _pf_problems(self) -> list[str]:
@@ -212,12 +252,14 @@ class Params:
         elif self.hugepages_method != "none" and request > page * self.hugepages_count:
             found.append(f"param hugepages-request={self.hugepages_request} is more than a node's "
                          f"{self.hugepages_count} pages of {self.hugepages_size}; raise hugepages-count")
+        if self.hugepages_method != "none" and page * self.hugepages_count > node_power.MAX_NODE_MEMORY:
+            most = int(node_power.MAX_NODE_MEMORY // page)
+            found.append(f"param hugepages-count={self.hugepages_count} pages of {self.hugepages_size} is more memory "
+                         f"than any node has; use at most {most} (preflight bounds it by the nodes' own memory)")
         if self.hugepages_method == "performanceprofile":
             for name, value in (("cpu-reserved", self.cpu_reserved), ("cpu-isolated", self.cpu_isolated)):
                 if not value:
                     found.append(f"param {name} is required with hugepages-method=performanceprofile")
-            if not self.node_selector.strip():
-                found.append("param node-selector is required with hugepages-method=performanceprofile")
         return found
 
     # -- derived values -----------------------------------------------------------------------

@@ -41,6 +41,8 @@ def main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     args = parser.parse_args(list(argv))
     log = Log("render", verbose=args.verbose or environ.get("PARAM_VERBOSE", "").lower() == "true")
     try:
+        if args.out is not None:
+            check_out(args.out)
         merged = dict(environ)
         if args.params_file is not None:
             merged.update(read_params_file(args.params_file))
@@ -91,17 +93,33 @@ def _as_param(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def check_out(out: Path) -> None:
+    """--out must be a folder (or not exist yet): checked before the params, so that nothing is written."""
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"--out {out}: {existing} is a file, not a folder; name a folder for the manifests (it is "
+                          "created when missing), or leave --out out to print them")
+
+
 def write(out: Path, rendered: list[manifests.Manifest]) -> list[Path]:
     """One file per object, numbered in apply order; files of an earlier render are replaced."""
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("[0-9][0-9]-*.yaml"):
-        with old.open(encoding="utf-8") as f:
-            if f.readline() == HEADER:  # ours: a stale object must not be applied with the new ones
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for old in out.glob("[0-9][0-9]-*.yaml"):
+            if old.is_file() and _ours(old):  # a stale object must not be applied with the new ones
                 old.unlink()
-    files = []
-    for i, manifest in enumerate(rendered, start=1):
-        slug = re.sub(r"[^a-z0-9.-]+", "-", f"{manifest.kind}-{manifest.name}".lower())
-        path = out / f"{i:02d}-{slug}.yaml"
-        path.write_text(HEADER + manifests.to_yaml(manifest.obj), encoding="utf-8")
-        files.append(path)
+        files = []
+        for i, manifest in enumerate(rendered, start=1):
+            slug = re.sub(r"[^a-z0-9.-]+", "-", f"{manifest.kind}-{manifest.name}".lower())
+            path = out / f"{i:02d}-{slug}.yaml"
+            path.write_text(HEADER + manifests.to_yaml(manifest.obj), encoding="utf-8")
+            files.append(path)
+    except OSError as e:
+        raise ConfigError(f"could not write the manifests to --out {out}: {e.strerror or e}; name a folder you may "
+                          "write to") from e
     return files
+
+
+def _ours(path: Path) -> bool:
+    with path.open(encoding="utf-8", errors="replace") as f:
+        return f.readline() == HEADER

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cssr_tasks import cli, manifests, render
+from cssr_tasks import cli, manifests, node_power, render
 from cssr_tasks.errors import ConfigError
 from cssr_tasks.manifests import Params
 
@@ -37,7 +37,7 @@ PARAM_SETS = {
                     '{"name": "ens6f1np1-sriovnetwork", "interface": "net2"}, {"name": "mgmt", "namespace": "infra"}]',
         "init-image-digest": DIGEST, "images-namespace": "images"},
     "no-hugepages-default-storage": {
-        "hugepages-method": "none", "modules-storage-class": "", "data-storage-class": "", "node-selector": "",
+        "hugepages-method": "none", "modules-storage-class": "", "data-storage-class": "", "node-selector": "cssr=router",
         "kernel-args": "", "images-namespace": ""},
 }
 
@@ -79,9 +79,11 @@ def test_yaml_output_reads_back_as_the_same_objects(env):
 
 def test_values_cannot_inject_yaml():
     # accepted values that are YAML syntax stay plain strings: the templates are filled as data
-    rendered = manifests.render(params(**{"kernel-args": '["a=#x", "b=*alias", "c={d}", "e=&f", "g=\'h\'"]'}))
+    rendered = manifests.render(params(**{"kernel-args": '["isolcpus=#x", "nohz_full=*alias", "rcu_nocbs={d}", '
+                                                         '"irqaffinity=&f", "tsc=\'h\'"]'}))
     mc = one(rendered, "MachineConfig")
-    assert mc["spec"]["kernelArguments"][3:] == ["a=#x", "b=*alias", "c={d}", "e=&f", "g='h'"]
+    assert mc["spec"]["kernelArguments"][3:] == ["isolcpus=#x", "nohz_full=*alias", "rcu_nocbs={d}", "irqaffinity=&f",
+                                                 "tsc='h'"]
     assert yaml.safe_load(manifests.to_yaml(mc)) == mc
 
 
@@ -340,7 +342,7 @@ def test_no_hugepages_config_and_default_storage_classes():
     assert "storageClassName" not in one(rendered, "PersistentVolumeClaim")["spec"]
     sts = one(rendered, "StatefulSet")
     assert "storageClassName" not in sts["spec"]["volumeClaimTemplates"][0]["spec"]
-    assert "nodeSelector" not in sts["spec"]["template"]["spec"]
+    assert sts["spec"]["template"]["spec"]["nodeSelector"] == {"cssr": "router"}
     assert len(by_kind(rendered, "RoleBinding")) == 1  # no image-puller binding without an images namespace
 
 
@@ -423,6 +425,22 @@ INVALID = [
     ({"modules-storage-class": "Fast SSD"}, "param modules-storage-class='Fast SSD' is not valid"),
     ({"data-size": "big"}, "param data-size='big' is not a Kubernetes quantity"),
     ({"pool": "Worker CNF"}, "param pool='Worker CNF' is not valid"),
+    ({"replicas": "1e20"}, "param replicas='1e20' is not a whole number"),
+    ({"replicas": "100000000000000000000"}, "param replicas=100000000000000000000 is above the maximum 100"),
+    ({"num-vfs": "100000"}, "param num-vfs=100000 is above the maximum 256"),
+    ({"node-selector": ""}, "param node-selector is empty, which selects every node (the control plane included)"),
+    ({"node-selector": " "}, "param node-selector is empty"),
+    ({"pool": "master"}, "param pool=master is a control-plane pool"),
+    ({"pool": "arbiter"}, "param pool=arbiter is a control-plane pool"),
+    ({"node-selector": "node-role.kubernetes.io/control-plane="}, "param node-selector selects control-plane nodes "
+                                                                  "(node-role.kubernetes.io/control-plane)"),
+    ({"kernel-args": "intel_iommu=on init=/bin/sh selinux=0"}, "param kernel-args: init=/bin/sh, selinux=0 not in "
+                                                               "the allowlist"),
+    ({"hugepages-count": "10000000"}, "param hugepages-count=10000000 pages of 2M is more memory than any node has; "
+                                      "use at most 8388608"),
+    ({"allow-kernel-args": "mitigations=off"}, "param allow-kernel-args: 'mitigations=off' is not a kernel argument "
+                                               "name"),
+    ({"allow-control-plane": "maybe"}, "param allow-control-plane='maybe' is not a boolean"),
 ]
 
 
@@ -433,11 +451,45 @@ INVALID = [
     "pf-range", "pf-twice", "pf-resource", "pf-json", "vfs-zero", "vfs-macvlan", "resource-name", "device-type",
     "hugepages-size", "hugepages-count-zero", "hugepages-count-negative", "hugepages-request-word",
     "hugepages-request-multiple", "hugepages-request-too-big", "hugepages-method", "profile-needs-cpus",
-    "cpuset", "kernel-args-hugepages", "cpu", "memory-zero", "storage-class", "data-size", "pool"])
+    "cpuset", "kernel-args-hugepages", "cpu", "memory-zero", "storage-class", "data-size", "pool",
+    "replicas-float", "replicas-huge", "vfs-huge", "selector-empty", "selector-blank", "pool-master", "pool-arbiter",
+    "selector-control-plane", "kernel-args-unlisted", "hugepages-count-huge", "allow-kernel-args-value",
+    "allow-control-plane-word"])
 def test_each_invalid_param_gives_its_error(env, message):
     with pytest.raises(ConfigError) as e:
         params(**env)
     assert message in str(e.value)
+
+
+def test_the_hostile_machineconfig_of_the_hardening_issue_is_refused_as_a_whole():
+    """Issue 14: `--pool master --kernel-args 'selinux=0 enforcing=0 init=/bin/sh' --hugepages-count 1e21` was
+    rendered; now each of the three is named in the one error."""
+    with pytest.raises(ConfigError) as e:
+        params(pool="master", **{"kernel-args": "selinux=0 enforcing=0 init=/bin/sh",
+                                 "hugepages-count": "999999999999999999999"})
+    text = str(e.value)
+    assert "param pool=master is a control-plane pool" in text
+    assert "selinux=0, enforcing=0, init=/bin/sh not in the allowlist" in text
+    assert "hugepages-count=999999999999999999999" in text
+
+
+def test_the_control_plane_and_other_kernel_args_only_when_allowed_explicitly():
+    mc = one(manifests.render(params(pool="master", **{
+        "node-selector": "node-role.kubernetes.io/master=", "allow-control-plane": "true",
+        "kernel-args": "intel_iommu=on iommu=pt mitigations=off", "allow-kernel-args": '["mitigations"]'})),
+        "MachineConfig")
+    assert mc["metadata"]["labels"]["machineconfiguration.openshift.io/role"] == "master"
+    assert mc["spec"]["kernelArguments"][-3:] == ["intel_iommu=on", "iommu=pt", "mitigations=off"]
+    with pytest.raises(ConfigError, match="mitigations=off not in the allowlist"):
+        params(**{"kernel-args": "mitigations=off", "allow-kernel-args": "nosmt"})
+
+
+def test_every_allowlisted_kernel_arg_renders_in_a_performance_profile():
+    allowed = sorted(node_power.KERNEL_ARGS - set(node_power.GENERATED_KERNEL_ARGS))
+    args = [f"{name}=1" for name in allowed]
+    profile = one(manifests.render(params(**{**PARAM_SETS["sriov-shared-1G-profile"], "kernel-args": json.dumps(args)})),
+                  "PerformanceProfile")
+    assert profile["spec"]["additionalKernelArgs"] == args
 
 
 def test_every_bad_param_is_named_in_one_error():
@@ -530,3 +582,18 @@ def test_render_needs_no_cluster(capsys):
     assert cli.main(["render"], {"KUBECONFIG": "/nonexistent/kubeconfig"}) == 0
     assert "StatefulSet" in capsys.readouterr().out
     assert render.NEEDS_CLUSTER is False
+
+
+@pytest.mark.parametrize("target", ["file", "inside-a-file", "unwritable"])
+def test_render_out_that_cannot_hold_the_manifests_is_one_line_and_exit_2(tmp_path, capsys, target):
+    """Issue 14: `render --out /etc/hostname` ended in a traceback (exit 70)."""
+    file = tmp_path / "hostname"
+    file.write_text("router-1\n")
+    # /proc takes no new folder, not even from root: the write itself fails
+    out = {"file": file, "inside-a-file": file / "out", "unwritable": Path("/proc/cssr-render/out")}[target]
+    assert cli.main(["render", "--out", str(out)], {}) == 2
+    err = capsys.readouterr().err
+    assert len([line for line in err.splitlines() if "error" in line]) == 1 and "Traceback" not in err
+    assert f"--out {out}" in err
+    assert file.read_text() == "router-1\n"
+    assert [p.name for p in tmp_path.rglob("*")] == ["hostname"]
