@@ -24,9 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import tenacity
-
-from . import init_image, manifests
+from . import init_image, manifests, node_power, waits
 from .cluster import Cluster, kind_info
 from .errors import ApiError, ConfigError, Conflict, CssrError, WaitTimeout
 from .log import Log
@@ -38,6 +36,7 @@ NEEDS_CLUSTER = True
 MCO_API = "machineconfiguration.openshift.io/v1"
 SRIOV_API = "sriovnetwork.openshift.io/v1"
 NAD_API = "k8s.cni.cncf.io/v1"
+HUGEPAGES_PAGE = {size: page for size, (_, page) in manifests.HUGEPAGES.items()}
 
 
 @dataclass(frozen=True)
@@ -143,15 +142,18 @@ def pinned_digest(params: manifests.Params) -> str:
 def check_cluster(params: Params, cluster: Cluster, log: Log) -> tuple[list[str], str]:
     """Everything the params name that must already exist; one ConfigError naming every miss, no write."""
     problems = []
-    nodes = sorted(n["metadata"]["name"] for n in cluster.list("v1", "nodes", label_selector=params.node_selector))
+    targets = cluster.list("v1", "nodes", label_selector=params.node_selector)
+    nodes = sorted(n["metadata"]["name"] for n in targets)
     if not nodes:
         problems.append(f"no node matches node-selector {params.node_selector!r}; check it against "
                         "`oc get nodes --show-labels`")
     else:
         log.info(f"target nodes ({len(nodes)}): {', '.join(nodes)}")
-    pool = cluster.get_or_none(MCO_API, "machineconfigpools", params.pool)
+    pools = cluster.list(MCO_API, "machineconfigpools")
+    pool = next((p for p in pools if p["metadata"]["name"] == params.pool), None)
     if pool is None:
         problems.append(f"MachineConfigPool {params.pool} not found; set pool to one of `oc get mcp`")
+    problems += node_problems(params, targets, pools if pool is not None else [])
     if cluster.get_or_none("v1", "namespaces", manifests.SRIOV_NAMESPACE) is None:
         problems.append(f"namespace {manifests.SRIOV_NAMESPACE} not found: is the SR-IOV Network Operator installed?")
     if params.images_namespace and params.images_namespace != params.namespace and \
@@ -169,6 +171,19 @@ def check_cluster(params: Params, cluster: Cluster, log: Log) -> tuple[list[str]
         raise ConfigError("could not start the deployment: " + "; ".join(problems) + "; nothing was written")
     target = str(((pool or {}).get("spec") or {}).get("configuration", {}).get("name", ""))
     return nodes, target
+
+
+def node_problems(params: Params, nodes: list[dict[str, Any]], pools: list[dict[str, Any]]) -> list[str]:
+    """What the params would do to the selected nodes that they must not: see node_power."""
+    found = [node_power.control_plane_problem(nodes, params.allow_control_plane)]
+    if nodes and pools:
+        found.append(node_power.pool_problem(params.pool, nodes, pools))
+    if params.hugepages_method != "none":
+        amount = HUGEPAGES_PAGE[params.hugepages_size] * params.hugepages_count
+        found.append(node_power.hugepages_problem(
+            nodes, amount, f"hugepages-count={params.hugepages_count} pages of {params.hugepages_size}",
+            manifests.parse_quantity))
+    return [problem for problem in found if problem]
 
 
 # -- writes ---------------------------------------------------------------------------------------
@@ -245,24 +260,31 @@ def _claim_summary(claim: dict[str, Any]) -> str:
 
 def wait_for(gate: str, what: str, check: Callable[[], list[str]], *, timeout: float, interval: float,
              log: Log, hint: str, explain: Callable[[], str] | None = None) -> None:
-    """Poll `check` (the reasons it is not ready yet; empty when ready) until ready, bounded and logged."""
+    """Poll `check` (the reasons it is not ready yet; empty when ready) until ready, bounded and logged.
+
+    An API error that outlasts the retry policy of one call (a 503 burst, a restarting API server) is
+    progress too, not the end of the step: waits.wait_until checks again until the gate's own deadline.
+    """
     last: list[str] = []
+    api_failed = False
 
-    def attempt() -> list[str]:
-        nonlocal last
+    def attempt() -> None:
+        nonlocal last, api_failed
+        api_failed = True
         problems = check()
-        if problems and problems != last:
-            log.info(f"{gate}: waiting: {'; '.join(problems)}")
-        last = problems
-        return problems
+        api_failed = False
+        if problems:
+            last = problems
+            raise waits.NotYet(f"{gate}: waiting: {'; '.join(problems)}", what=gate, reason="; ".join(problems),
+                               hint=hint)
 
-    retrying = tenacity.Retrying(stop=tenacity.stop_after_delay(timeout), wait=tenacity.wait_fixed(interval),
-                                 retry=tenacity.retry_if_result(bool))
     log.info(f"{gate}: {what} (at most {timeout:g}s)")
     with log.timed(f"{gate}"):
         try:
-            retrying(attempt)
-        except tenacity.RetryError:
+            waits.wait_until(attempt, clock=waits.Clock(timeout), interval=interval, log=log)
+        except WaitTimeout:
+            if api_failed:
+                raise
             detail = explain() if explain else ""
             raise WaitTimeout(f"could not pass {gate} within {timeout:g}s: {'; '.join(last)}"
                               f"{'; ' + detail if detail else ''}; {hint}") from None

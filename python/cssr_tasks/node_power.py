@@ -9,8 +9,11 @@ params offline; preflight and apply-manifests check the nodes the params select.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
+from typing import Any
+
+from . import selectors
 
 # The MachineConfigPools of the control plane: `master` (every OpenShift 4), `arbiter` (two-node
 # clusters with an arbiter, 4.19+), and `control-plane`, the role name Kubernetes uses, which an
@@ -62,3 +65,60 @@ def control_plane_roles(labels: Mapping[str, str] | None) -> list[str]:
 def hugepages_limit(memory: Decimal) -> Decimal:
     """How much of a node's memory capacity hugepages may take."""
     return memory * HUGEPAGES_SHARE
+
+
+# -- what the selected nodes allow (preflight and apply-manifests, before any write) ----------------------
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("name"))
+
+
+def pool_problem(pool: str, nodes: Sequence[Mapping[str, Any]], pools: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why the hugepages config for `pool` would miss target nodes: the pools that hold them instead, by the
+    MCO's rule (on a compact or three-node cluster the router's nodes are in `master`, whatever else they are)."""
+    elsewhere: dict[str, list[str]] = {}
+    for node in nodes:
+        held_by = selectors.primary_pool((node.get("metadata") or {}).get("labels"), pools)
+        if held_by != pool:
+            elsewhere.setdefault(held_by or "no pool", []).append(_name(node))
+    if not elsewhere:
+        return None
+    where = "; ".join(f"{', '.join(sorted(names))} in {'pool ' + held if held != 'no pool' else held}"
+                      for held, names in sorted(elsewhere.items()))
+    share = "none" if sum(map(len, elsewhere.values())) == len(nodes) else "not all"
+    holders = [held for held in sorted(elsewhere) if held != "no pool"]
+    fix = f"set pool to {' or '.join(holders)}" if holders else "select nodes of a MachineConfigPool"
+    if any(h in CONTROL_PLANE_POOLS for h in holders):
+        fix += " (a control-plane pool: with allow-control-plane=true)"
+    return (f"MachineConfigPool {pool} holds {share} of the target nodes ({where}): its hugepages config and "
+            f"upgrades would not reach them; {fix}, or change node-selector")
+
+
+def control_plane_problem(nodes: Sequence[Mapping[str, Any]], allowed: bool) -> str | None:
+    """Control-plane nodes among the targets, unless allow-control-plane says so."""
+    found = sorted(_name(n) for n in nodes if control_plane_roles((n.get("metadata") or {}).get("labels")))
+    if not found or allowed:
+        return None
+    return (f"node-selector selects control-plane nodes ({', '.join(found)}): the SR-IOV policies and the hugepages "
+            "config would drain, change and reboot them; select worker nodes, or on a compact cluster set "
+            "allow-control-plane=true to mean it")
+
+
+def hugepages_problem(nodes: Sequence[Mapping[str, Any]], amount: Decimal, what: str,
+                      parse: Callable[[str], Decimal]) -> str | None:
+    """Nodes whose memory capacity cannot spare `amount` of hugepages (`what` names it for the message)."""
+    short = []
+    for node in nodes:
+        text = str(((node.get("status") or {}).get("capacity") or {}).get("memory", ""))
+        try:
+            memory = parse(text)
+        except ValueError:
+            continue  # no capacity reported: the kubelet's problem, not a bound we can check
+        if amount > hugepages_limit(memory):
+            short.append(f"{_name(node)} has {text}")
+    if not short:
+        return None
+    percent = int(HUGEPAGES_SHARE * 100)
+    return (f"{what} is more than {percent}% of the memory of {'; '.join(short)}: the node could not boot its "
+            "pods; lower hugepages-count")

@@ -8,7 +8,7 @@ code, so both sides of every list agree on what a selector means.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,3 +102,22 @@ def from_label_selector(selector: Mapping[str, Any] | None) -> str:
         else:
             raise ConfigError(f"label selector operator {op!r} is not supported")
     return ",".join(parts)
+
+
+def primary_pool(labels: Mapping[str, str] | None, pools: Sequence[Mapping[str, Any]]) -> str | None:
+    """The MachineConfigPool a node belongs to, by the Machine Config Operator's own rule
+    (machine-config-operator pkg/controller/node/node_controller.go, getPoolsForNode): of the pools whose
+    nodeSelector matches, an empty selector matching nothing, one custom pool wins, then `master` (a compact
+    cluster's nodes carry both roles and live in master), then `worker`; None when no pool or two custom
+    pools match (the MCO then manages the node in none)."""
+    matching = []
+    for pool in pools:
+        selector = from_label_selector((pool.get("spec") or {}).get("nodeSelector"))
+        if selector and matches(selector, labels):
+            matching.append(str((pool.get("metadata") or {}).get("name")))
+    custom = [name for name in matching if name not in ("master", "worker")]
+    if len(custom) > 1 or (custom and "master" in matching):
+        return None
+    if custom:
+        return custom[0]
+    return "master" if "master" in matching else ("worker" if "worker" in matching else None)

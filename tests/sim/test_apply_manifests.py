@@ -421,6 +421,64 @@ def test_missing_cluster_prerequisites_are_all_named_before_any_write(empty_sim,
     assert empty_sim.writes() == []
 
 
+# -- power over nodes, and a flaky API inside the waits (issue 14) ----------------------------------------
+
+
+def compact_cluster(sim) -> None:
+    """Three nodes that are control plane and workers at once: the MCO keeps them in pool master, and pool
+    worker is empty (machine-config-operator getPoolsForNode)."""
+    both = {"node-role.kubernetes.io/worker": "", "node-role.kubernetes.io/control-plane": ""}
+    sim.load(fx.workers(3, prefix="master", role="master", labels=both))
+    rhcos = fx.RELEASES["4.16"][0]
+    sim.put(fx.pool("master", machine_count=3, config=fx.rendered("master", rhcos)))
+    sim.put(fx.pool("worker", machine_count=0, config=fx.rendered("worker", rhcos)))
+    sim.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": manifests.SRIOV_NAMESPACE}})
+
+
+def test_a_compact_cluster_is_refused_naming_the_pool_that_holds_the_nodes(empty_sim, log):
+    from cssr_tasks.cluster import Cluster, RetrySettings
+
+    compact_cluster(empty_sim)
+    cluster = Cluster.at(empty_sim.url, log=log, retry=RetrySettings(attempts=1, wait_initial=0))
+    with pytest.raises(ConfigError) as e:
+        apply_manifests.run(params(**{"images-namespace": ""}), cluster=cluster, log=log)
+    message = str(e.value)
+    assert "node-selector selects control-plane nodes (master-0, master-1, master-2)" in message
+    assert ("MachineConfigPool worker holds none of the target nodes (master-0, master-1, master-2 in pool master): "
+            "its hugepages config and upgrades would not reach them; set pool to master (a control-plane pool: "
+            "with allow-control-plane=true)") in message
+    assert empty_sim.writes() == []
+    # the explicit allowance, with the pool that holds the nodes, passes the checks
+    allowed = params(**{"images-namespace": "", "pool": "master", "allow-control-plane": "true"})
+    assert apply_manifests.check_cluster(allowed, cluster, log)[0] == ["master-0", "master-1", "master-2"]
+
+
+def test_hugepages_beyond_the_nodes_memory_are_refused_before_any_write(sim, cluster, log, workloads):
+    with pytest.raises(ConfigError) as e:
+        run(cluster, log, **{"hugepages-size": "1G", "hugepages-count": "100", "hugepages-request": "8Gi"})
+    assert ("hugepages-count=100 pages of 1G is more than 75% of the memory of worker-0 has 128401960Ki; "
+            "worker-1 has 128401960Ki; worker-2 has 128401960Ki") in str(e.value)
+    assert sim.writes() == []
+
+
+def test_six_503s_on_the_pool_inside_the_gate_do_not_end_the_step(sim, cluster, log, workloads):
+    """Issue 14: the gate retried only "not ready yet"; six 503s on the pool GET (two polls' worth of the
+    retry policy here) ended the step after its writes."""
+    sim.fail("GET", "/machineconfigpools/worker", 503, times=6)
+    result = run(cluster, log)
+    assert result.pods == ["cssr-0"]
+    assert "transient API error, still waiting" in log.text
+    assert "gate pool-settled: passed" in log.text
+
+
+def test_an_api_that_stays_down_ends_the_gate_at_its_deadline_with_the_api_error(sim, cluster, log, workloads):
+    sim.fail("GET", "/machineconfigpools/worker", 503, times=10_000)
+    with pytest.raises(WaitTimeout) as e:
+        run(cluster, log, **SHORT)
+    assert "503" in str(e.value) and "the API kept failing until the 0.3s wait ran out" in str(e.value)
+    _no_workload_written(sim)
+
+
 # -- the command ---------------------------------------------------------------------------------------
 
 
