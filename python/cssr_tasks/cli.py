@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
 from . import results
-from .errors import CssrError
+from .errors import ConfigError, CssrError, one_line
 from .log import Log
 from .params import env_name, param_name
 
@@ -47,6 +47,13 @@ COMMANDS: dict[str, str] = {
 
 def load(command: str) -> ModuleType:
     return importlib.import_module(COMMANDS[command])
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as the suite reports bad input: one line, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message}; see {self.prog} --help")
 
 
 def common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,23 +109,25 @@ def connected(args: argparse.Namespace, environ: Mapping[str, str], log: Log) ->
 def run_task(command: str, module: ModuleType, argv: Sequence[str], environ: Mapping[str, str], *,
              run: Callable[..., Any] | None = None) -> int:
     """The generic adapter; `run` replaces `module.run` for a command with phases (build-kmods)."""
-    parser = argparse.ArgumentParser(prog=f"cssr-tasks {command}", description=(module.__doc__ or "").strip())
+    parser = Parser(prog=f"cssr-tasks {command}", description=(module.__doc__ or "").strip())
     common_arguments(parser)
     dests = param_arguments(parser, module.Params)
     args = parser.parse_args(argv)
     log = Log(command, verbose=args.verbose or environ.get("PARAM_VERBOSE", "").lower() == "true")
+    results_dir = args.results_dir or results.default_results_dir()
     try:
+        if results_dir:
+            results.check_dir(results_dir)
         params = module.Params.from_env(environment_with_flags(environ, args, dests))
         if getattr(module, "NEEDS_CLUSTER", True):
             with connected(args, environ, log) as cluster:
                 result = (run or module.run)(params, cluster=cluster, log=log)
         else:
             result = (run or module.run)(params, cluster=None, log=log)
+        values = results.write(results_dir, result) if results_dir else results.as_dict(result)
     except CssrError as e:
-        log.info(f"error: {e}")
+        log.info(f"error: {one_line(e)}")
         return e.exit_code
-    results_dir = args.results_dir or results.default_results_dir()
-    values = results.write(results_dir, result) if results_dir else results.as_dict(result)
     for name, value in values.items():
         if len(value.encode()) > results.RESULT_WARN_BYTES:
             log.warn(f"result {name} is {len(value.encode())} bytes; Tekton results should stay small")
@@ -139,7 +148,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return int(module.main(rest, environ))
         return run_task(command, module, rest, environ)
     except CssrError as e:
-        print(f"[{command}] error: {e}", file=sys.stderr)
+        print(f"[{command}] error: {one_line(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         return 130

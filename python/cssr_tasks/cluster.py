@@ -25,6 +25,7 @@ from kubernetes import config as k8s_config
 
 from .errors import ApiError, ConfigError, Conflict, CssrError, Forbidden, NotFound
 from .log import Log
+from .params import Reader
 
 FIELD_MANAGER = "cssr-deploy"
 
@@ -85,12 +86,12 @@ class RetrySettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> RetrySettings:
         # Tests set CSSR_RETRY_WAIT=0 so that retry paths cost no time.
-        wait = float(environ.get("CSSR_RETRY_WAIT", cls.wait_initial))
-        return cls(
-            attempts=int(environ.get("CSSR_RETRY_ATTEMPTS", cls.attempts)),
-            wait_initial=wait,
-            wait_max=max(wait, float(environ.get("CSSR_RETRY_WAIT_MAX", cls.wait_max))) if wait else 0.0,
-        )
+        read = Reader(environ, settings=True)
+        attempts = read.integer("CSSR_RETRY_ATTEMPTS", cls.attempts, minimum=1, maximum=100)
+        wait = read.seconds("CSSR_RETRY_WAIT", cls.wait_initial, maximum=600)
+        wait_max = read.seconds("CSSR_RETRY_WAIT_MAX", cls.wait_max, maximum=3600)
+        read.done()
+        return cls(attempts=attempts, wait_initial=wait, wait_max=max(wait, wait_max) if wait else 0.0)
 
 
 def is_retryable(error: BaseException) -> bool:

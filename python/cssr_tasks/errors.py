@@ -41,3 +41,8 @@ class Forbidden(ApiError):
 
 class WaitTimeout(CssrError):
     """A bounded wait ran out before the cluster reached the state we waited for."""
+
+
+def one_line(error: BaseException) -> str:
+    """The error as a step prints it: one line, whatever the message quoted."""
+    return " ".join(str(error).split())

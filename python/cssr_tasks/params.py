@@ -3,13 +3,21 @@
 A task module's `Params.from_env(environ)` reads every value through one `Reader`, which
 collects every problem and raises a single `ConfigError` naming all of them, so that a user
 fixes a bad PipelineRun in one go rather than one param per run.
+
+The rules every command shares live here, so that a hostile value meets the same answer
+everywhere: a value longer than MAX_VALUE_CHARS, a control character inside a string (a
+newline smuggling YAML into a rendered manifest), a number that is not plain ASCII digits, NaN,
+infinity, negative or beyond the bounds (by default 0 to the int32 maximum that Kubernetes
+fields hold), JSON with NaN or nested past any sane depth. Commands narrow the bounds; they
+never widen them silently.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +25,18 @@ from .errors import ConfigError
 
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off", ""}
+
+# Tekton params are small; a longer value is a mistake or an attack, never a configuration.
+MAX_VALUE_CHARS = 32768
+# The largest value of the int32 fields (replicas, counts, ports) that Kubernetes objects hold.
+INT32_MAX = 2**31 - 1
+# A week: no wait, interval or timeout of the suite is longer.
+MAX_SECONDS = 7 * 24 * 3600.0
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+# A MachineConfigPool name: a DNS subdomain.
+POOL_NAME = r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def env_name(param: str) -> str:
@@ -32,23 +52,43 @@ def param_name(field: str) -> str:
 class Reader:
     """Reads typed values from an environment mapping, collecting every error."""
 
-    def __init__(self, environ: Mapping[str, str]) -> None:
+    def __init__(self, environ: Mapping[str, str], *, settings: bool = False) -> None:
+        """`settings=True` reads the suite's own variables (CSSR_RETRY_ATTEMPTS) by their names."""
         self.environ = environ
         self.errors: list[str] = []
+        self.too_long: set[str] = set()
+        self.label = "setting" if settings else "param"
+        self.variable: Callable[[str], str] = str if settings else env_name
 
     def raw(self, name: str) -> str | None:
-        return self.environ.get(env_name(name))
+        """The value as given; None when absent, or when too long to be a value (then an error)."""
+        value = self.environ.get(self.variable(name))
+        if value is not None and len(value) > MAX_VALUE_CHARS:
+            if name not in self.too_long:
+                self.too_long.add(name)
+                self.errors.append(f"{self.label} {name} is {len(value)} characters long; the limit is "
+                                   f"{MAX_VALUE_CHARS}")
+            return None
+        return value
+
+    def _required(self, name: str, hint: str) -> None:
+        if name not in self.too_long:
+            self.errors.append(f"{self.label} {name} is required{_hint(hint)}")
 
     def string(self, name: str, default: str | None = None, *, required: bool = False,
             pattern: str | None = None, hint: str = "") -> str:
         value = self.raw(name)
         if value is None or value == "":
             if required:
-                self.errors.append(f"param {name} is required{_hint(hint)}")
+                self._required(name, hint)
                 return ""
             return default if default is not None else ""
+        if _CONTROL.search(value.strip()):
+            self.errors.append(f"{self.label} {name}={shown(value)} holds a control character such as a newline; "
+                               f"give it on one line{_hint(hint)}")
+            return default if default is not None else ""
         if pattern is not None and not re.fullmatch(pattern, value):
-            self.errors.append(f"param {name}={value!r} is not valid{_hint(hint)}")
+            self.errors.append(f"{self.label} {name}={shown(value)} is not valid{_hint(hint)}")
         return value
 
     def boolean(self, name: str, default: bool) -> bool:
@@ -60,39 +100,78 @@ class Reader:
             return True
         if lowered in _FALSE:
             return False if lowered else default
-        self.errors.append(f"param {name}={value!r} is not a boolean; use true or false")
+        self.errors.append(f"{self.label} {name}={shown(value)} is not a boolean; use true or false")
         return default
 
     def integer(self, name: str, default: int, *, minimum: int | None = None,
             maximum: int | None = None) -> int:
+        """A whole number in ASCII digits, from `minimum` (default 0) to `maximum` (default INT32_MAX)."""
         value = self.raw(name)
         if value is None or value.strip() == "":
             return default
-        try:
-            number = int(value.strip())
-        except ValueError:
-            self.errors.append(f"param {name}={value!r} is not a whole number")
+        # int() alone would take "1_000" and Arabic-Indic or full-width digits.
+        if not _INTEGER.fullmatch(value.strip()):
+            self.errors.append(f"{self.label} {name}={shown(value)} is not a whole number such as {default}")
             return default
-        if minimum is not None and number < minimum:
-            self.errors.append(f"param {name}={number} is below the minimum {minimum}")
-        if maximum is not None and number > maximum:
-            self.errors.append(f"param {name}={number} is above the maximum {maximum}")
-        return number
+        # Past 30 digits only the sign matters, and int() would refuse 4,300 of them.
+        text = value.strip()
+        number = int(text) if len(text) <= 30 else (-1 if text.startswith("-") else 1) * 10**30
+        return number if self._bounded(name, number, minimum, maximum, INT32_MAX) else default
+
+    def number(self, name: str, default: float, *, minimum: float | None = None,
+               maximum: float | None = None, unit: str = "a number") -> float:
+        """A finite decimal number such as 10 or 0.5, from `minimum` (default 0) to `maximum`
+        (default INT32_MAX): never NaN or infinity, which pass every comparison unnoticed."""
+        value = self.raw(name)
+        if value is None or value.strip() == "":
+            return default
+        text = value.strip()
+        number = float(text) if _NUMBER.fullmatch(text) and len(text) <= 40 else math.nan
+        if not math.isfinite(number):
+            self.errors.append(f"{self.label} {name}={shown(value)} is not {unit} such as 30 or 0.5")
+            return default
+        return number if self._bounded(name, number, minimum, maximum, float(INT32_MAX)) else default
+
+    def seconds(self, name: str, default: float, *, minimum: float | None = None,
+                maximum: float | None = None) -> float:
+        """A duration in seconds, by default from 0 to MAX_SECONDS (a week)."""
+        return self.number(name, default, minimum=minimum, maximum=MAX_SECONDS if maximum is None else maximum,
+                           unit="a number of seconds")
+
+    def _bounded(self, name: str, number: float, minimum: float | None, maximum: float | None,
+                 ceiling: float) -> bool:
+        low = 0 if minimum is None else minimum
+        high = ceiling if maximum is None else maximum
+        # The value matched a plain number pattern, so it is safe to quote as it is, shortened.
+        given = self.environ[self.variable(name)].strip()
+        given = given if len(given) <= 30 else f"{given[:12]}...({len(given)} characters)"
+        if number < low:
+            self.errors.append(f"{self.label} {name}={given} is below the minimum {_plain(low)}")
+            return False
+        if number > high:
+            self.errors.append(f"{self.label} {name}={given} is above the maximum {_plain(high)}")
+            return False
+        return True
 
     def json(self, name: str, default: Any, *, kind: type | None = None,
              required: bool = False, hint: str = "") -> Any:
         value = self.raw(name)
         if value is None or value.strip() == "":
             if required:
-                self.errors.append(f"param {name} is required{_hint(hint)}")
+                self._required(name, hint)
             return default
         try:
-            parsed: Any = json.loads(value)
+            parsed: Any = json.loads(value, parse_constant=_no_constant, parse_float=_finite)
         except json.JSONDecodeError as e:
-            self.errors.append(f"param {name} is not valid JSON ({e.msg} at column {e.colno}){_hint(hint)}")
+            self.errors.append(f"{self.label} {name} is not valid JSON ({e.msg} at column {e.colno}){_hint(hint)}")
+            return default
+        except (ValueError, RecursionError) as e:  # NaN, 1e999, 5000-digit numbers, [[[[...]]]]
+            reason = "nested too deeply" if isinstance(e, RecursionError) else str(e).split(";")[0]
+            self.errors.append(f"{self.label} {name} is not usable JSON ({reason}){_hint(hint)}")
             return default
         if kind is not None and not isinstance(parsed, kind):
-            self.errors.append(f"param {name} must be a JSON {kind.__name__}, got {type(parsed).__name__}{_hint(hint)}")
+            self.errors.append(f"{self.label} {name} must be a JSON {kind.__name__}, got {type(parsed).__name__}"
+                               f"{_hint(hint)}")
             return default
         return parsed
 
@@ -101,7 +180,7 @@ class Reader:
         if value is None or value == "":
             return default
         if value not in choices:
-            self.errors.append(f"param {name}={value!r} must be one of {', '.join(choices)}")
+            self.errors.append(f"{self.label} {name}={shown(value)} must be one of {', '.join(choices)}")
             return default
         return value
 
@@ -112,16 +191,19 @@ class Reader:
             return True
         if value.lower() in _FALSE:
             return False
-        if not Path(value).is_file():
-            self.errors.append(f"param {name}={value!r} is neither true, false nor the path of an existing CA "
-                               "bundle file")
+        try:
+            is_file = Path(value).is_file()
+        except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+            is_file = False
+        if not is_file:
+            self.errors.append(f"{self.label} {name}={shown(value)} is neither true, false nor the path of an "
+                               "existing CA bundle file")
             return True
         return value
 
     def pool(self, name: str = "pool", default: str = "") -> str:
         """A MachineConfigPool name (a DNS subdomain), such as worker or worker-cnf."""
-        return self.string(name, default, pattern=r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?",
-                           hint="a MachineConfigPool name such as worker")
+        return self.string(name, default, pattern=POOL_NAME, hint="a MachineConfigPool name such as worker")
 
     def fail(self, message: str) -> None:
         """Record a problem found by a check that spans several params."""
@@ -129,8 +211,29 @@ class Reader:
 
     def done(self) -> None:
         if self.errors:
-            raise ConfigError("invalid params: " + "; ".join(self.errors))
+            raise ConfigError(f"invalid {self.label}s: " + "; ".join(self.errors))
 
 
 def _hint(hint: str) -> str:
     return f"; {hint}" if hint else ""
+
+
+def shown(value: str, limit: int = 80) -> str:
+    """A value as an error message quotes it: on one line, and short."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}...' ({len(value)} characters)"
+
+
+def _plain(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is out of range")
+    return number

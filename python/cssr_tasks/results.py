@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError
+
 # Tekton keeps results in the container's termination message (4096 bytes for all steps of
 # a pod); we warn well before that so that a growing result is noticed in tests, not on a cluster.
 RESULT_WARN_BYTES = 1024
@@ -35,11 +37,29 @@ def default_results_dir() -> Path | None:
     return tekton if tekton.is_dir() else None
 
 
+def check_dir(results_dir: Path) -> None:
+    """Refuse, before the step does anything, a results folder that cannot be one or be written."""
+    fix = "name a folder this step may write, or leave --results-dir out"
+    if results_dir.exists() and not results_dir.is_dir():
+        raise ConfigError(f"--results-dir {results_dir} is a file, not a folder; {fix}")
+    existing = results_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"--results-dir {results_dir}: {existing} is a file, not a folder; {fix}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--results-dir {results_dir}: {existing} is not writable; {fix}")
+
+
 def write(results_dir: Path, result: Any) -> dict[str, str]:
     values = as_dict(result)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    for name, value in values.items():
-        tmp = results_dir / f".{name}.{os.getpid()}.tmp"
-        tmp.write_text(value, encoding="utf-8")
-        os.replace(tmp, results_dir / name)
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        for name, value in values.items():
+            tmp = results_dir / f".{name}.{os.getpid()}.tmp"
+            tmp.write_text(value, encoding="utf-8")
+            os.replace(tmp, results_dir / name)
+    except OSError as e:  # check_dir ran first; this is a folder that changed under the step
+        raise ConfigError(f"could not write the results to {results_dir}: {e.strerror}; name a folder this "
+                          "step may write") from e
     return values

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -274,7 +275,7 @@ def test_a_compacted_history_makes_the_watches_relist(mco, listener, start, log)
 
 
 def test_a_filter_that_drops_the_event_is_reported(mco, httpserver, start, log):
-    """The EventListener answers 202 even when its filter rejects (tektoncd/triggers#1183)."""
+    """The EventListener answers 202 even when its filter rejects (tektoncd/triggers#1465, #931)."""
     fake = FakeEventListener(mco.sim, TOKEN)  # its filter lists worker only
     httpserver.expect_request("/", method="POST").respond_with_handler(fake)
     watcher = start(pools=("worker-cnf",), confirm_seconds=1)
@@ -421,3 +422,141 @@ def test_the_command_runs_as_the_pod_does_until_sigterm(mco, listener, httpserve
         process.stderr.close()
     assert any(line.rstrip().endswith("stopped") for line in lines)
     assert TOKEN not in "".join(lines)
+
+
+# -- hostile input and hostile servers ----------------------------------------------------------
+
+
+class Recorder(BaseHTTPRequestHandler):
+    """Another host's server: records every request it gets, answers 202."""
+
+    seen: list[dict[str, str]] = []
+
+    def do_POST(self) -> None:
+        Recorder.seen.append(dict(self.headers))
+        self.send_response(202)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_the_token_never_follows_a_redirect_to_another_host(mco, httpserver, start, log, status):
+    """An EventListener URL that redirects (a moved Route, a hostile proxy) must not hand the
+    token to the host the redirect names: 127.0.0.2 is another host on the loopback."""
+    Recorder.seen = []
+    other = ThreadingHTTPServer(("127.0.0.2", 0), Recorder)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        location = f"http://127.0.0.2:{other.server_address[1]}/"
+        httpserver.expect_request("/", method="POST").respond_with_data("", status=status,
+                                                                         headers={"Location": location})
+        watcher = start(confirm_seconds=0)
+        target = mco.render("worker", release="4.17")
+        next(mco.roll("worker", target))
+        settle(watcher, mco.sim)
+        wait_for(lambda: watcher.stats.posts_failed >= 1)
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert Recorder.seen == []
+    assert [r.headers.get(wp.TOKEN_HEADER) for r, _ in httpserver.log] == [TOKEN]
+    assert f"answered {status} with a redirect to {location}" in log.text
+    assert "never sent across a redirect" in log.text
+    assert TOKEN not in log.text
+
+
+def requests_per_resource(sim: SimulatedCluster, seconds: float) -> dict[str, float]:
+    counts: dict[str, int] = {}
+    for r in sim.requests:
+        if r.resource in ("machineconfigpools", "nodes") and r.verb in ("list", "watch"):
+            counts[f"{r.verb} {r.resource}"] = counts.get(f"{r.verb} {r.resource}", 0) + 1
+    return {k: v / seconds for k, v in counts.items()}
+
+
+def test_the_lowest_settings_make_a_few_requests_per_second(mco, listener, start, log):
+    """resync-seconds=1 and watch-timeout-seconds=1 are the lowest the params allow; the watcher
+    then lists once and opens about one watch per second per resource (issue 14: a 0 interval
+    made 1,501 LISTs a second)."""
+    mco.sim.clear_requests()
+    watcher = start(resync_seconds=1, watch_timeout_seconds=1)
+    time.sleep(4)
+    rates = requests_per_resource(mco.sim, 4)
+    print(f"requests per second at the lowest settings: {rates}")
+    assert rates["list machineconfigpools"] <= 0.5 and rates["list nodes"] <= 0.5
+    assert rates["watch machineconfigpools"] <= 1.5 and rates["watch nodes"] <= 1.5
+    assert watcher.ready()
+
+
+def test_a_server_that_answers_410_to_everything_is_not_flooded(mco, listener, start, log):
+    """Each 410 means "relist"; a server (or proxy) that answers it to every request would turn
+    list-watch into a tight loop without the loop's pace of one round a second."""
+    mco.sim.fail("GET", "/machineconfigpools", 410, times=100000)
+    mco.sim.clear_requests()
+    start()
+    time.sleep(3)
+    count = sum(requests_per_resource(mco.sim, 1).get(f"{verb} machineconfigpools", 0) for verb in ("list", "watch"))
+    print(f"requests in 3 s to a server answering 410: {count:.0f}")
+    assert 2 <= count <= 5  # one round a second, the first at once
+    assert "(410 Gone); relisting" in log.text
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"PARAM_RESYNC_SECONDS": "0"}, "param resync-seconds=0 is below the minimum 1"),
+    ({"PARAM_WATCH_TIMEOUT_SECONDS": "0"}, "param watch-timeout-seconds=0 is below the minimum 1"),
+    ({"PARAM_RESYNC_SECONDS": "nan"}, "param resync-seconds='nan' is not a whole number"),
+    ({"PARAM_CONFIRM_SECONDS": "1e20"}, "param confirm-seconds='1e20' is not a whole number"),
+    ({"PARAM_CONFIRM_SECONDS": "99999999999999999999999"}, "param confirm-seconds=99999999999999999999999 is above"),
+    ({"PARAM_HEALTH_PORT": "-1"}, "param health-port=-1 is below the minimum 0"),
+    ({"PARAM_POOLS": "[1]"}, "param pools='[1]' must name"),
+    ({"PARAM_SECRET_FILE": "../../etc/shadow"}, "param secret-file='../../etc/shadow' is not valid"),
+    ({"PARAM_EVENTLISTENER_URL": "http://user:pw@el:8080/"}, "param eventlistener-url="),
+    ({"CSSR_RETRY_ATTEMPTS": "abc"}, "setting CSSR_RETRY_ATTEMPTS='abc' is not a whole number"),
+    ({"CSSR_RETRY_WAIT": "inf"}, "setting CSSR_RETRY_WAIT='inf' is not a number of seconds"),
+], ids=["resync-0", "watch-0", "nan", "1e20", "huge", "negative-port", "pools-[1]", "secret-traversal",
+        "url-userinfo", "retry-attempts-abc", "retry-wait-inf"])
+def test_hostile_values_end_in_one_line_and_exit_2(mco, run_cli, tmp_path, env, message):
+    kubeconfig = str(mco.sim.write_kubeconfig(tmp_path / "kubeconfig"))
+    mco.sim.clear_requests()
+    result = run_cli(["watch-pools", "--kubeconfig", kubeconfig], {"PARAM_NAMESPACE": NS, **env})
+    assert result.code == 2
+    assert result.err.count("\n") == 1 and message in result.err and "Traceback" not in result.err
+    assert mco.sim.requests == []
+
+
+def test_a_results_dir_that_is_a_file_is_refused(mco, tmp_path, capsys):
+    from cssr_tasks import cli
+
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    kubeconfig = str(mco.sim.write_kubeconfig(tmp_path / "kubeconfig"))
+    for argv in (["watch-pools", "--results-dir", str(afile)], ["detect-kernel", "--results-dir", str(afile / "x")]):
+        assert cli.main([*argv, "--kubeconfig", kubeconfig], {"PARAM_NAMESPACE": NS, "CSSR_RETRY_WAIT": "0"}) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{afile} is a file, not a folder" in err
+    assert afile.read_text() == "keep me"
+
+
+def test_a_token_a_header_cannot_carry_is_refused_at_start(mco, run_cli, tmp_path):
+    secret = tmp_path / "token"
+    secret.write_text("abc\ndef")
+    kubeconfig = str(mco.sim.write_kubeconfig(tmp_path / "kubeconfig"))
+    result = run_cli(["watch-pools", "--kubeconfig", kubeconfig],
+                     {"PARAM_NAMESPACE": NS, "PARAM_SECRET_FILE": str(secret), "PARAM_HEALTH_PORT": "0"})
+    assert result.code == 2
+    assert "holds characters an HTTP header cannot carry" in result.err and "abc" not in result.err
+
+
+def test_a_health_port_in_use_is_one_line(mco, run_cli, tmp_path, secret_file):
+    taken = ThreadingHTTPServer(("", 0), Recorder)
+    try:
+        kubeconfig = str(mco.sim.write_kubeconfig(tmp_path / "kubeconfig"))
+        result = run_cli(["watch-pools", "--kubeconfig", kubeconfig],
+                         {"PARAM_NAMESPACE": NS, "PARAM_SECRET_FILE": str(secret_file),
+                          "PARAM_HEALTH_PORT": str(taken.server_address[1])})
+    finally:
+        taken.server_close()
+    assert result.code == 2
+    assert f"could not serve the health endpoint on port {taken.server_address[1]}" in result.err
