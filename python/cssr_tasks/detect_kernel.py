@@ -3,7 +3,8 @@
 The set, not one kernel: during an upgrade, and with realtime pools, nodes run several
 kernels, and each needs its own modules. With `include-upgrade-target`, the kernel of the
 newest Driver Toolkit (the release the cluster is moving to) joins the set, so that its
-modules exist before the first node reboots into it.
+modules exist before the first node reboots into it. That kernel is read from the image's
+/etc/driver-toolkit-release.json (driver_toolkit.py), unless the nodes run that release already.
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import kernels, selectors
+from . import driver_toolkit, kernels, selectors
 from .cluster import Cluster
+from .driver_toolkit import NAMESPACE as DTK_NAMESPACE
+from .driver_toolkit import STREAM as DTK_STREAM
 from .errors import ConfigError, CssrError, NotFound
 from .log import Log
 from .params import Reader
+from .registry_refs import read_docker_config
 
 NEEDS_CLUSTER = True
-DTK_NAMESPACE = "openshift"
-DTK_STREAM = "driver-toolkit"
 IMAGE_API = "image.openshift.io/v1"
 MCO_API = "machineconfiguration.openshift.io/v1"
 
@@ -35,6 +37,9 @@ class Params:
     allow_mixed_kernels: bool = True
     dtk_source: str = "internal"
     kernel_type: str = ""
+    docker_config: str = field(default="", metadata={
+        "help": "docker config.json, or a directory holding config.json or .dockerconfigjson"})
+    tls_verify: bool | str = field(default=True, metadata={"help": "true, false, or the path of a CA bundle"})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Params:
@@ -46,6 +51,8 @@ class Params:
             allow_mixed_kernels=read.boolean("allow-mixed-kernels", True),
             dtk_source=read.choice("dtk-source", "internal", ("internal", "upstream")),
             kernel_type=read.choice("kernel-type", "", ("default", "realtime", "64k-pages")),
+            docker_config=read_docker_config(read, environ),
+            tls_verify=read.tls_verify(),
         )
         if not params.pool:
             try:
@@ -76,9 +83,11 @@ def run(params: Params, *, cluster: Cluster, log: Log) -> Result:
 
     by_kernel: dict[str, list[str]] = defaultdict(list)
     rhcos: dict[str, str] = {}
+    architectures: set[str] = set()
     for node in nodes:
         name = node["metadata"]["name"]
         info = (node.get("status") or {}).get("nodeInfo") or {}
+        architectures.add(str(info.get("architecture") or "amd64"))
         kernel = kernels.normalize(str(info.get("kernelVersion") or ""))
         if not kernel:
             raise CssrError(f"node {name} reports no kernel version (status.nodeInfo.kernelVersion is empty); "
@@ -98,7 +107,8 @@ def run(params: Params, *, cluster: Cluster, log: Log) -> Result:
 
     counts = {k: len(v) for k, v in by_kernel.items()}
     stream = cluster.get_or_none(IMAGE_API, "imagestreams", DTK_STREAM, DTK_NAMESPACE)
-    dtk = dtk_by_rhcos(stream, internal=params.dtk_source == "internal") if stream else {}
+    internal = params.dtk_source == "internal"
+    dtk = driver_toolkit.images_by_rhcos(stream, internal=internal) if stream else {}
     if stream is None:
         log.info(f"ImageStream {DTK_NAMESPACE}/{DTK_STREAM} not found: no Driver Toolkit images and no "
                  "upgrade target (is this OpenShift?)")
@@ -106,7 +116,10 @@ def run(params: Params, *, cluster: Cluster, log: Log) -> Result:
     all_kernels = set(by_kernel)
     if params.include_upgrade_target and stream is not None:
         realtime = params.kernel_type == "realtime" or any(kernels.is_realtime(k) for k in by_kernel)
-        for kernel, version in upgrade_targets(cluster, stream, by_kernel, log, realtime=realtime).items():
+        reader = driver_toolkit.ReleaseReader(log, docker_config=params.docker_config, tls_verify=params.tls_verify)
+        found = upgrade_targets(stream, rhcos, reader, log, realtime=realtime, internal=internal,
+                                architectures=sorted(architectures))
+        for kernel, version in found.items():
             all_kernels.add(kernel)
             if version:
                 rhcos.setdefault(kernel, version)
@@ -141,58 +154,37 @@ def target_selector(params: Params, cluster: Cluster, log: Log) -> str:
     return selector
 
 
-def dtk_by_rhcos(stream: dict[str, Any], *, internal: bool = True) -> dict[str, str]:
-    """RHCOS version -> Driver Toolkit pull spec; resolved status items win over spec tags.
-
-    `internal` names the image through the cluster's registry (`<repository>@<digest>`), which the
-    pipeline's ServiceAccount token can pull: every authenticated user may pull from the
-    `openshift` namespace, and the registry pulls through from quay.io with the cluster's pull
-    secret. The upstream reference needs that pull secret in the build step itself.
-    """
-    images: dict[str, str] = {}
-    status = stream.get("status") or {}
-    repository = status.get("dockerImageRepository")
-    for tag in (stream.get("spec") or {}).get("tags") or []:
-        source = tag.get("from") or {}
-        if tag.get("name") != "latest" and source.get("kind") == "DockerImage" and source.get("name"):
-            images[tag["name"]] = source["name"]
-    for tag in status.get("tags") or []:
-        items = tag.get("items") or []
-        if tag.get("tag") == "latest" or not items:
-            continue
-        if internal and repository and items[0].get("image"):
-            images[tag["tag"]] = f"{repository}@{items[0]['image']}"
-        elif items[0].get("dockerImageReference"):
-            images[tag["tag"]] = items[0]["dockerImageReference"]
-    return images
-
-
-def upgrade_targets(cluster: Cluster, stream: dict[str, Any], by_kernel: Mapping[str, list[str]],
-                    log: Log, *, realtime: bool) -> dict[str, str | None]:
+def upgrade_targets(stream: dict[str, Any], rhcos: Mapping[str, str], reader: driver_toolkit.ReleaseReader,
+                    log: Log, *, realtime: bool, internal: bool, architectures: list[str]) -> dict[str, str | None]:
     """Kernel(s) of the newest Driver Toolkit: the standard one, and the realtime one for realtime pools
-    (nodes that run RT, or a pool switching to kernelType realtime, whose nodes still run the standard one)."""
-    tag = cluster.get_or_none(IMAGE_API, "imagestreamtags", f"{DTK_STREAM}:latest", DTK_NAMESPACE)
-    image = (tag or {}).get("image") or {}
-    labels = ((image.get("dockerImageMetadata") or {}).get("Config") or {}).get("Labels") or {}
-    if not labels.get("kernel-version"):
-        log.info(f"ImageStreamTag {DTK_NAMESPACE}/{DTK_STREAM}:latest has no kernel-version label; "
-                 "no upgrade target added")
+    (nodes that run RT, or a pool switching to kernelType realtime, whose nodes still run the standard one).
+
+    When nodes run the release of `latest` already, their kernels are its kernels (the Driver Toolkit
+    of an RHCOS version is built for that version's kernels) and nothing is read from the registry.
+    """
+    tag = driver_toolkit.latest(stream, internal=internal)
+    if tag is None:
+        log.info(f"ImageStream {DTK_NAMESPACE}/{DTK_STREAM} has no resolved latest tag; no upgrade target added")
         return {}
-    version = _rhcos_of_image(stream, (image.get("metadata") or {}).get("name"))
-    targets: dict[str, str | None] = {kernels.normalize(labels["kernel-version"]): version}
-    if realtime and labels.get("kernel-rt-version"):
-        targets[kernels.normalize(labels["kernel-rt-version"])] = version
+    running = [k for k, v in rhcos.items() if v == tag.rhcos]
+    if any(not kernels.is_realtime(k) for k in running) and (
+            not realtime or any(kernels.is_realtime(k) for k in running)):
+        log.info(f"newest Driver Toolkit is RHCOS {tag.rhcos}, which nodes run already: its kernels are in the set")
+        return {}
+    targets: dict[str, str | None] = {}
+    for architecture in architectures:
+        release = reader.read(tag.reference, architecture=architecture, internal=tag.internal)
+        if release is None:
+            continue
+        wanted = [release.kernel] + ([release.rt_kernel] if realtime else [])
+        targets.update((kernel, tag.rhcos) for kernel in wanted if kernel)
+        if realtime and not release.rt_kernel:
+            log.warn(f"{driver_toolkit.RELEASE_FILE} of {tag.reference} names no RT_KERNEL_VERSION; the realtime "
+                     "target kernel is not added")
     for kernel in targets:
-        state = "already running" if kernel in by_kernel else "added as the upgrade target"
+        state = "already running" if kernel in rhcos else "added as the upgrade target"
         log.info(f"newest Driver Toolkit kernel {kernel}: {state}")
     return targets
-
-
-def _rhcos_of_image(stream: dict[str, Any], image: str | None) -> str | None:
-    for tag in (stream.get("status") or {}).get("tags") or []:
-        if tag.get("tag") != "latest" and any(i.get("image") == image for i in tag.get("items") or []):
-            return str(tag["tag"])
-    return None
 
 
 def _names(names: list[str], limit: int = 5) -> str:

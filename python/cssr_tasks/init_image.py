@@ -10,7 +10,6 @@ Task modules never import each other; both import this one. It also reads the pa
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from . import kernels
@@ -18,8 +17,12 @@ from .cluster import RetrySettings
 from .errors import ConfigError
 from .log import Log
 from .params import Reader
-from .registry import ImageRef, Registry, find_docker_config
+from .registry import ImageRef, Registry
+from .registry_refs import read_docker_config
 
+# read_docker_config: the image tasks read their docker-config param through here.
+__all__ = ["DEFAULT_REPOSITORY", "LABEL_KERNELS", "LABEL_SET_ID", "Found", "check_reference", "lookup",
+           "read_docker_config", "read_kernel_set"]
 DEFAULT_REPOSITORY = "image-registry.openshift-image-registry.svc:5000/cssr/cssr-init"
 LABEL_SET_ID = "cssr-deploy.kernel-set-id"
 LABEL_KERNELS = "cssr-deploy.kernel-versions"
@@ -97,11 +100,3 @@ def check_reference(read: Reader, name: str, value: str, *, bare: bool = False) 
         return
     if bare and (ref.tag or ref.digest):
         read.fail(f"param {name}={value!r} must be a repository without tag or digest; the tag is the kernel-set-id")
-
-
-def read_docker_config(read: Reader, environ: Mapping[str, str]) -> str:
-    try:
-        return find_docker_config(read.string("docker-config", ""), environ)
-    except ConfigError as e:
-        read.fail(f"param docker-config: {e}")
-        return ""

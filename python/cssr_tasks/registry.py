@@ -1,33 +1,50 @@
 """The one door to container registries: the v2 API over `requests`, as buildah and skopeo speak it.
 
-Only this module imports `requests` for registries. It parses image references, finds the
-credentials of a registry in a docker config file (the form Tekton mounts), follows whichever
-challenge the registry answers with (Bearer token, as the OpenShift internal registry and quay.io
-do, or Basic, as an htpasswd registry does), retries through the suite's one policy, and maps
-every failure onto our own errors with a message that names the registry and the fix.
+Only this module imports `requests` for registries. It follows whichever challenge the registry
+answers with (Bearer token, as the OpenShift internal registry and quay.io do, or Basic, as an
+htpasswd registry does), trying the logins registry_refs.logins gives in order; follows manifest
+lists to one architecture's image; reads one file out of an image's layers, streaming each layer
+only as far as the file; retries through the suite's one policy; and maps every failure onto our
+own errors with a message that names the registry and the fix. Redirects are followed by hand,
+so that no credential ever goes to another host (a blob's redirect to S3 or a CDN gets none).
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
+import functools
 import hashlib
-import json
 import os
 import re
 import warnings
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
 
+from . import image_layers
 from .cluster import RetrySettings, error_for, retrying
-from .errors import ApiError, ConfigError
+from .errors import ApiError, ConfigError, CssrError
 from .log import Log
+from .registry_refs import (  # re-exported (__all__): the tasks import references through this door
+    DIGEST,
+    DOCKER_HUB,
+    HUB_ALIASES,
+    INTERNAL_REGISTRIES,
+    SERVICE_ACCOUNT_TOKEN,
+    Credentials,
+    ImageRef,
+    find_docker_config,
+    load_credentials,
+    logins,
+)
 
+__all__ = ["DIGEST", "DOCKER_HUB", "DOCKER_LIST", "DOCKER_MANIFEST", "INDEX_TYPES", "INTERNAL_REGISTRIES",
+           "MANIFEST_TYPES", "OCI_INDEX", "OCI_MANIFEST", "SERVICE_ACCOUNT_TOKEN", "Credentials", "FileInImage",
+           "ImageRef", "Manifest", "Registry", "Traffic", "find_docker_config", "load_credentials", "logins"]
 T = TypeVar("T")
 
 # Accept every manifest type buildah, podman and docker push; a registry that stores an OCI
@@ -39,169 +56,11 @@ DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST)
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 
-DOCKER_HUB = "docker.io"
-_HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
-
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
-_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
-                   r"|\[[0-9A-Fa-f:]+\])(?::\d{1,5})?")
-_TAG = re.compile(r"\w[\w.-]{0,127}")
-_DIGEST = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[0-9a-fA-F]{32,}")
 _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """`registry/repository[:tag][@digest]`, as buildah and podman read it."""
-
-    registry: str
-    repository: str
-    tag: str = ""
-    digest: str = ""
-
-    @classmethod
-    def parse(cls, text: str) -> ImageRef:
-        rest = text.strip()
-        problem = _reference_problem(rest)
-        if problem:
-            raise ConfigError(f"image reference {text!r} is not valid: {problem}; "
-                              "use registry/namespace/name[:tag][@sha256:<digest>]")
-        digest = ""
-        if "@" in rest:
-            rest, digest = rest.split("@", 1)
-        tag = ""
-        if rest.rfind(":") > rest.rfind("/"):
-            rest, tag = rest.rsplit(":", 1)
-        first, _, remainder = rest.partition("/")
-        if remainder and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
-            return cls(first, remainder, tag, digest)
-        return cls(DOCKER_HUB, rest if "/" in rest else f"library/{rest}", tag, digest)
-
-    def with_tag(self, tag: str) -> ImageRef:
-        return ImageRef(self.registry, self.repository, tag, "")
-
-    @property
-    def name(self) -> str:
-        return f"{self.registry}/{self.repository}"
-
-    @property
-    def reference(self) -> str:
-        """What the manifest endpoint is asked for: the digest when pinned, else the tag."""
-        return self.digest or self.tag or "latest"
-
-    def __str__(self) -> str:
-        return self.name + (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")
-
-
-def _reference_problem(text: str) -> str:
-    if not text or any(c.isspace() for c in text):
-        return "it is empty or holds whitespace"
-    rest, _, digest = text.partition("@")
-    if digest and not _DIGEST.fullmatch(digest):
-        return f"digest {digest!r} is not algorithm:hex"
-    if rest.rfind(":") > rest.rfind("/"):
-        rest, tag = rest.rsplit(":", 1)
-        if not _TAG.fullmatch(tag):
-            return f"tag {tag!r} is not valid"
-    first, _, remainder = rest.partition("/")
-    if remainder and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
-        if not _HOST.fullmatch(first):
-            return f"registry {first!r} is not host[:port]"
-        rest = remainder
-    if not _REPOSITORY.fullmatch(rest):
-        return f"repository {rest!r} must be lowercase path components ([a-z0-9] separated by . _ - /)"
-    return ""
-
-
-# -- TLS and credentials ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Credentials:
-    username: str
-    password: str = field(repr=False)
-    source: str = ""
-
-
-def find_docker_config(explicit: str, environ: Mapping[str, str]) -> str:
-    """The docker config to read: the one named, else the dockerconfig workspace, else the usual places.
-
-    Tekton writes the ServiceAccount's registry secrets to $HOME/.docker/config.json; a bound
-    `dockerconfig` workspace (a secret of type kubernetes.io/dockerconfigjson) holds
-    `.dockerconfigjson` or `config.json`. Returns "" when there is none (anonymous access).
-    """
-    if explicit:
-        return str(_config_in(Path(explicit), required=True))
-    workspace = environ.get("WORKSPACE_DOCKERCONFIG_PATH", "")
-    if workspace:
-        return str(_config_in(Path(workspace), required=True))
-    candidates = []
-    if environ.get("DOCKER_CONFIG"):
-        candidates.append(Path(environ["DOCKER_CONFIG"]) / "config.json")
-    if environ.get("REGISTRY_AUTH_FILE"):
-        candidates.append(Path(environ["REGISTRY_AUTH_FILE"]))
-    if environ.get("HOME"):
-        candidates.append(Path(environ["HOME"]) / ".docker" / "config.json")
-    return next((str(p) for p in candidates if p.is_file()), "")
-
-
-def _config_in(path: Path, *, required: bool) -> Path | None:
-    if path.is_file():
-        return path
-    if path.is_dir():
-        for name in ("config.json", ".dockerconfigjson", ".dockercfg"):
-            if (path / name).is_file():
-                return path / name
-        if required:
-            raise ConfigError(f"docker config directory {path} holds no config.json, .dockerconfigjson or "
-                              ".dockercfg; bind the dockerconfig workspace to a kubernetes.io/dockerconfigjson secret")
-        return None
-    if required:
-        raise ConfigError(f"docker config {path} does not exist; give the path of a config.json or of the "
-                          "directory holding it")
-    return None
-
-
-def load_credentials(config_path: str, registry: str) -> Credentials | None:
-    """The login for `registry` (host[:port]) in a docker config file, or None."""
-    if not config_path:
-        return None
-    try:
-        data = json.loads(Path(config_path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"could not read docker config {config_path}: {e}; it must be a docker config.json") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"could not read docker config {config_path}: it is not a JSON object")
-    # config.json nests logins under "auths"; the older .dockercfg is the bare map.
-    auths = data.get("auths", data if "auths" not in data and "credsStore" not in data else {})
-    if not isinstance(auths, dict):
-        raise ConfigError(f"could not read docker config {config_path}: auths is not an object")
-    wanted = _HUB_ALIASES if registry in _HUB_ALIASES else {registry}
-    for key, entry in auths.items():
-        if _auth_key_host(key) in wanted and isinstance(entry, dict):
-            return _decode_entry(entry, config_path, key)
-    return None
-
-
-def _auth_key_host(key: str) -> str:
-    """`https://quay.io/v1/`, `quay.io`, `quay.io/org` -> `quay.io`."""
-    key = re.sub(r"^[a-z]+://", "", key.strip())
-    return key.split("/", 1)[0]
-
-
-def _decode_entry(entry: dict[str, Any], config_path: str, key: str) -> Credentials | None:
-    username, password = str(entry.get("username") or ""), str(entry.get("password") or "")
-    if entry.get("auth"):
-        try:
-            decoded = base64.b64decode(str(entry["auth"]), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError) as e:
-            raise ConfigError(f"could not read docker config {config_path}: the auth of {key} is not base64 "
-                              "of user:password") from e
-        username, _, password = decoded.partition(":")
-    if not username and not password:
-        return None
-    return Credentials(username, password, config_path)
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 5
+# Overrides the token path (tests; a pod always has the kubelet's).
+TOKEN_FILE_ENV = "CSSR_SA_TOKEN_FILE"
 
 
 # -- the client -------------------------------------------------------------------------------
@@ -213,16 +72,42 @@ class Manifest:
     digest: str
     media_type: str
 
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_TYPES or "manifests" in self.data
+
+
+@dataclass(frozen=True)
+class FileInImage:
+    data: bytes
+    image: ImageRef  # the architecture's image, by digest
+    layer: int  # index of the layer that holds the file
+    layers: int
+
+
+@dataclass
+class Traffic:
+    """What this client asked of registries: requests sent (redirects included) and body bytes read."""
+
+    requests: int = 0
+    bytes: int = 0
+
 
 class _Authorization(requests.auth.AuthBase):
-    """Sets one Authorization header; passing it as `auth` also keeps ~/.netrc out of the way."""
+    """Sets one Authorization header, or none; passing it as `auth` also keeps ~/.netrc out of the way."""
 
-    def __init__(self, value: str) -> None:
+    def __init__(self, value: str | None) -> None:
         self.value = value
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = self.value
+        if self.value is None:
+            request.headers.pop("Authorization", None)
+        else:
+            request.headers["Authorization"] = self.value
         return request
+
+
+_NO_AUTH = _Authorization(None)
 
 
 class _TLSFailure(Exception):
@@ -232,12 +117,16 @@ class _TLSFailure(Exception):
 class Registry:
     """One registry host, spoken to over the v2 API; use as a context manager."""
 
-    def __init__(self, host: str, *, credentials: Credentials | None = None, tls_verify: bool | str = True,
-                 log: Log | None = None, retry: RetrySettings | None = None, timeout: float = 30.0) -> None:
+    def __init__(self, host: str, *, credentials: Credentials | Sequence[Credentials] | None = None,
+                 tls_verify: bool | str = True, log: Log | None = None, retry: RetrySettings | None = None,
+                 timeout: float = 30.0) -> None:
         self.host = host
-        self.api_host = "registry-1.docker.io" if host in _HUB_ALIASES else host
-        self.credentials = credentials
+        self.api_host = "registry-1.docker.io" if host in HUB_ALIASES else host
+        # Tried in order: a login the registry refuses gives way to the next (the token, then the docker config).
+        self.logins = [credentials] if isinstance(credentials, Credentials) else list(credentials or [])
+        self._login = 0
         self.verify = tls_verify
+        self.traffic = Traffic()
         self.log = log or Log("registry")
         self.retry = retry or RetrySettings.from_env(os.environ)
         self.timeout = timeout
@@ -248,15 +137,23 @@ class Registry:
 
     @classmethod
     def for_image(cls, ref: ImageRef, *, docker_config: str, tls_verify: bool | str, log: Log,
-                  retry: RetrySettings | None = None) -> Registry:
-        credentials = load_credentials(docker_config, ref.registry)
-        if credentials:
-            log.info(f"registry {ref.registry}: login {credentials.username or '(token)'} from {docker_config}")
+                  retry: RetrySettings | None = None, internal: bool = False) -> Registry:
+        """A client for `ref`'s registry with its logins; `internal`: it is the cluster's registry."""
+        found = logins(ref.registry, docker_config, internal=internal,
+                       token_file=os.environ.get(TOKEN_FILE_ENV) or SERVICE_ACCOUNT_TOKEN)
+        if found:
+            tried = ", then ".join(f"{c.username or '(token)'} from {c.source}" for c in found)
+            log.info(f"registry {ref.registry}: login {tried}")
         else:
             log.info(f"registry {ref.registry}: no login in {docker_config or 'any docker config'}; anonymous")
         if tls_verify is False:
             log.info(f"registry {ref.registry}: TLS verification is off (tls-verify=false)")
-        return cls(ref.registry, credentials=credentials, tls_verify=tls_verify, log=log, retry=retry)
+        return cls(ref.registry, credentials=found, tls_verify=tls_verify, log=log, retry=retry)
+
+    @property
+    def credentials(self) -> Credentials | None:
+        """The login in use: the first, or the one a refusal moved on to."""
+        return self.logins[self._login] if self.logins else None
 
     def __enter__(self) -> Registry:
         return self
@@ -280,7 +177,7 @@ class Registry:
                     return None
                 self._raise_for(response, what)
                 digest = response.headers.get("Docker-Content-Digest", "")
-            if _DIGEST.fullmatch(digest):
+            if DIGEST.fullmatch(digest):
                 return digest
             # Some registries leave the header off HEAD answers: the digest is the body's sha256.
             manifest = self._get_manifest(ref, what)
@@ -295,11 +192,11 @@ class Registry:
     def labels(self, ref: ImageRef) -> dict[str, str] | None:
         """The image's config labels; None when the image is absent or is a multi-arch index."""
         manifest = self.manifest(ref)
-        if manifest is None or manifest.media_type in INDEX_TYPES:
+        if manifest is None or manifest.is_index:
             return None
         config = manifest.data.get("config") or {}
         digest = str(config.get("digest") or "")
-        if not _DIGEST.fullmatch(digest):
+        if not DIGEST.fullmatch(digest):
             raise ApiError(f"could not read the config of {ref}: its manifest names no config blob", status=200)
         what = f"read the config of {ref} from registry {self.host}"
 
@@ -313,6 +210,70 @@ class Registry:
         labels = (blob.get("config") or {}).get("Labels") or {}
         return {str(k): str(v) for k, v in labels.items()}
 
+    def platform_manifest(self, ref: ImageRef, architecture: str) -> tuple[ImageRef, Manifest] | None:
+        """The image of `ref` for linux/`architecture`: a manifest list or OCI index is followed to it."""
+        manifest = self.manifest(ref)
+        if manifest is None or not manifest.is_index:
+            return (ref, manifest) if manifest else None
+        entries = [m for m in manifest.data.get("manifests") or [] if isinstance(m, dict)]
+        chosen = next((m for m in entries if (m.get("platform") or {}).get("architecture") == architecture
+                       and (m.get("platform") or {}).get("os", "linux") == "linux"), None)
+        if chosen is None or not DIGEST.fullmatch(str(chosen.get("digest") or "")):
+            offered = sorted({str((m.get("platform") or {}).get("architecture")) for m in entries})
+            raise CssrError(f"{ref} is a manifest list without a linux/{architecture} image (it has "
+                            f"{', '.join(offered) or 'none'}); name the image of the nodes' architecture")
+        child = ImageRef(ref.registry, ref.repository, "", str(chosen["digest"]))
+        found = self.manifest(child)
+        if found is None or found.is_index:
+            raise ApiError(f"could not read {child}: the manifest list of {ref} names it, but registry {self.host} "
+                           "serves no image manifest for it", status=404)
+        return child, found
+
+    def read_file(self, ref: ImageRef, path: str, *, architecture: str = "amd64",
+                  limit: int = 1 << 20) -> FileInImage | None:
+        """The file `path` of the image, read from its layers through blob GETs, never a pull.
+
+        The last layer first (the one a final COPY or RUN writes), then the earlier ones; each
+        layer's tar stream is read only until the file shows, and a whiteout of it in a later
+        layer ends the search. None when no layer holds it; NotFound when the image is absent.
+        """
+        resolved = self.platform_manifest(ref, architecture)
+        if resolved is None:
+            raise error_for(404, f"could not read {path} from {ref}: registry {self.host} has no such image")
+        image, manifest = resolved
+        layers = [layer for layer in manifest.data.get("layers") or [] if isinstance(layer, dict)]
+        wanted = path.strip("/")
+        for index in range(len(layers) - 1, -1, -1):
+            what = f"read layer {index + 1}/{len(layers)} of {image} from registry {self.host}"
+            data, deleted = self._with_retries(what, functools.partial(
+                self._search_layer, image, layers[index], wanted, limit=limit, what=what))
+            if data is not None:
+                self.log.debug(f"{wanted} found in layer {index + 1}/{len(layers)} of {image}")
+                return FileInImage(data, image, index, len(layers))
+            if deleted:
+                break
+        return None
+
+    def _search_layer(self, image: ImageRef, layer: dict[str, Any], wanted: str, *, limit: int,
+                      what: str) -> tuple[bytes | None, bool]:
+        """(the file's bytes, None) when this layer holds it; (None, whether the layer deletes it)."""
+        digest, media_type = str(layer.get("digest") or ""), str(layer.get("mediaType") or "")
+        if not DIGEST.fullmatch(digest):
+            raise ApiError(f"could not {what}: the manifest names a layer without a digest", status=200)
+        if "zstd" in media_type:
+            self.log.warn(f"layer {digest} of {image} is zstd-compressed, which this client does not read; skipped")
+            return None, False
+        response = self._exchange("GET", f"/v2/{image.repository}/blobs/{digest}", image, what, stream=True)
+        with response:
+            self._raise_for(response, what)
+            try:
+                found = image_layers.find(_Counted(response.raw, self.traffic), wanted, limit=limit)
+            except (urllib3.exceptions.HTTPError, requests.RequestException) as e:
+                raise ApiError(f"could not {what}: the transfer broke off ({_short(e)})", status=0) from e
+            except image_layers.LayerError as e:
+                raise ApiError(f"could not {what}: layer {digest} {e}", status=200) from e
+        return found.data, found.deleted
+
     # -- one exchange ---------------------------------------------------------------------
 
     def _get_manifest(self, ref: ImageRef, what: str) -> Manifest | None:
@@ -324,7 +285,7 @@ class Registry:
             body = response.content
             data = _json_object(response, what)
             digest = response.headers.get("Docker-Content-Digest", "")
-        if not _DIGEST.fullmatch(digest):
+        if not DIGEST.fullmatch(digest):
             digest = "sha256:" + hashlib.sha256(body).hexdigest()
         media_type = str(data.get("mediaType") or response.headers.get("Content-Type", "").split(";")[0])
         return Manifest(data, digest, media_type)
@@ -336,17 +297,19 @@ class Registry:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _exchange(self, method: str, path: str, ref: ImageRef, what: str,
-                  accept: tuple[str, ...] = ()) -> requests.Response:
-        """One request, answering the registry's 401 challenge once."""
+                  accept: tuple[str, ...] = (), *, stream: bool = False) -> requests.Response:
+        """One request, answering the registry's 401 challenges while there is a login left to try."""
         scope = f"repository:{ref.repository}:pull"
         headers = {"Accept": ", ".join(accept)} if accept else {}
-        response = self._api(method, path, headers, self._authorization(scope), what)
-        if response.status_code != 401:
-            return response
-        if not self._answer(response.headers.get("WWW-Authenticate", ""), scope, what):
-            return response  # nothing new to try: the caller reports the 401
-        response.close()
-        return self._api(method, path, headers, self._authorization(scope), what)
+        response = self._api(method, path, headers, self._authorization(scope), what, stream=stream)
+        for _ in range(len(self.logins) + 1):
+            if response.status_code != 401:
+                return response
+            if not self._answer(response.headers.get("WWW-Authenticate", ""), scope, what):
+                return response  # nothing new to try: the caller reports the 401
+            response.close()
+            response = self._api(method, path, headers, self._authorization(scope), what, stream=stream)
+        return response
 
     def _authorization(self, scope: str) -> _Authorization | None:
         if scope in self._tokens:
@@ -360,14 +323,27 @@ class Registry:
                   for m in _CHALLENGE_PARAM.finditer(rest)}
         if scheme.lower() == "bearer":
             if scope in self._tokens:
-                return False
+                # The token of this login does not open the repository: the next login may.
+                if not self._next_login("its token was refused"):
+                    return False
+                del self._tokens[scope]
             self._tokens[scope] = self._token(params, scope, what)
             return True
-        if scheme.lower() == "basic" and self.credentials and not self._basic:
-            pair = f"{self.credentials.username}:{self.credentials.password}".encode()
-            self._basic = "Basic " + base64.b64encode(pair).decode()
+        if scheme.lower() == "basic" and self.credentials:
+            if self._basic and not self._next_login("the registry refused it"):
+                return False
+            login = self.credentials
+            self._basic = "Basic " + base64.b64encode(f"{login.username}:{login.password}".encode()).decode()
             return True
         return False
+
+    def _next_login(self, why: str) -> bool:
+        if self._login + 1 >= len(self.logins):
+            return False
+        self.log.info(f"registry {self.host}: login {self.credentials.username if self.credentials else ''} from "
+                      f"{self.credentials.source if self.credentials else ''}: {why}; trying the next login")
+        self._login += 1
+        return True
 
     def _token(self, params: Mapping[str, str], scope: str, what: str) -> str:
         realm = params.get("realm", "")
@@ -377,40 +353,69 @@ class Registry:
         query = {"scope": params.get("scope") or scope}
         if params.get("service"):
             query["service"] = params["service"]
-        auth = (self.credentials.username, self.credentials.password) if self.credentials else None
-        response = self._send("GET", realm, what, params=query, auth=auth)
-        with response:
-            if response.status_code in (401, 403):
-                raise error_for(401, f"could not {what}: the token service {realm} of registry {self.host} refused "
-                                     f"{self._who()}; {self._fix()}")
-            self._raise_for(response, f"get a token for {query['scope']} from {realm}")
-            data = _json_object(response, f"get a token from {realm}")
+        while True:
+            login = self.credentials
+            auth = requests.auth.HTTPBasicAuth(login.username, login.password) if login else _NO_AUTH
+            response = self._send("GET", realm, what, params=query, auth=auth)
+            with response:
+                if response.status_code in (401, 403):
+                    if self._next_login(f"the token service {realm} refused it"):
+                        continue
+                    raise error_for(401, f"could not {what}: the token service {realm} of registry {self.host} "
+                                         f"refused {self._who()}; {self._fix()}")
+                self._raise_for(response, f"get a token for {query['scope']} from {realm}")
+                data = _json_object(response, f"get a token from {realm}")
+            break
         token = data.get("token") or data.get("access_token")
         if not isinstance(token, str) or not token:
             raise ApiError(f"could not {what}: the token service {realm} answered without a token", status=200)
         return token
 
     def _api(self, method: str, path: str, headers: dict[str, str], auth: _Authorization | None,
-             what: str) -> requests.Response:
+             what: str, *, stream: bool = False) -> requests.Response:
         # tls-verify=false also means "may be plain HTTP", as buildah and podman read it.
         may_fall_back = self.verify is False and self._scheme == "https"
         try:
-            return self._send(method, f"{self._scheme}://{self.api_host}{path}", what, headers=headers, auth=auth,
-                              tls_failure_ok=may_fall_back)
+            return self._send(method, f"{self._scheme}://{self.api_host}{path}", what, headers=headers,
+                              auth=auth or _NO_AUTH, tls_failure_ok=may_fall_back, stream=stream)
         except (_TLSFailure, ApiError) as e:
             if not may_fall_back:
                 raise
             self.log.debug(f"registry {self.host}: no HTTPS ({e}); trying plain HTTP")
         self._scheme = "http"
-        return self._send(method, f"http://{self.api_host}{path}", what, headers=headers, auth=auth)
+        return self._send(method, f"http://{self.api_host}{path}", what, headers=headers, auth=auth or _NO_AUTH,
+                          stream=stream)
 
-    def _send(self, method: str, url: str, what: str, *, tls_failure_ok: bool = False,
+    def _send(self, method: str, url: str, what: str, *, auth: requests.auth.AuthBase,
+              params: Mapping[str, str] | None = None, tls_failure_ok: bool = False, stream: bool = False,
+              headers: Mapping[str, str] | None = None) -> requests.Response:
+        """One request and its redirects, followed by hand: the credentials go to the first URL's origin
+        (scheme, host and port) only, never to storage or another host a registry redirects to."""
+        origin = _origin(url)
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self._once(method, url, what, auth=auth if _origin(url) == origin else _NO_AUTH,
+                                  params=params, headers=headers, stream=stream, tls_failure_ok=tls_failure_ok)
+            location = response.headers.get("Location")
+            if response.status_code not in _REDIRECTS or not location:
+                return response
+            response.close()
+            url, params = urljoin(response.url, location), None  # the query is in the first URL now
+            method = "GET" if response.status_code == 303 else method
+            self.log.debug(f"registry {self.host}: redirected to {_origin(url)}")
+        raise ApiError(f"could not {what}: registry {self.host} redirected more than {MAX_REDIRECTS} times",
+                       status=200)
+
+    def _once(self, method: str, url: str, what: str, *, tls_failure_ok: bool, stream: bool,
               **kwargs: Any) -> requests.Response:
+        self.traffic.requests += 1
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
-                return self.session.request(method, url, verify=self.verify, timeout=self.timeout,
-                                            allow_redirects=True, **kwargs)
+                response = self.session.request(method, url, verify=self.verify, timeout=self.timeout,
+                                                allow_redirects=False, stream=stream, **kwargs)
+            if not stream:
+                self.traffic.bytes += len(response.content)
+            return response
         except requests.exceptions.SSLError as e:
             if tls_failure_ok:
                 raise _TLSFailure(_short(e)) from e
@@ -457,6 +462,24 @@ class Registry:
 
 def _manifest_path(ref: ImageRef) -> str:
     return f"/v2/{ref.repository}/manifests/{ref.reference}"
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+
+
+class _Counted:
+    """A read-only stream that adds what is read to the client's traffic."""
+
+    def __init__(self, raw: Any, traffic: Traffic) -> None:
+        self.raw = raw
+        self.traffic = traffic
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self.raw.read(size)
+        self.traffic.bytes += len(data)
+        return data
 
 
 def _json_object(response: requests.Response, what: str) -> dict[str, Any]:

@@ -226,8 +226,7 @@ class Demo:
         rhcos, kernel, _ = fixtures.RELEASES[release]
         obj = self.sim.get("v1", "Node", node)
         assert obj is not None, f"no node {node}"
-        obj["status"]["nodeInfo"].update(kernelVersion=kernel, osImage=f"Red Hat Enterprise Linux CoreOS {rhcos} "
-                                                                       "(Plow)")
+        obj["status"]["nodeInfo"].update(kernelVersion=kernel, osImage=fixtures.os_image(rhcos))
         self.sim.put(obj)
         return kernel
 

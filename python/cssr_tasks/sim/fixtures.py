@@ -2,6 +2,10 @@
 
 Values follow what OpenShift 4.16/4.17 clusters report (nodeInfo with all ten fields, MCO
 annotations, the `openshift/driver-toolkit` ImageStream with one tag per RHCOS version).
+The Driver Toolkit's kernels are not in the API at all: released images carry no kernel label,
+only /etc/driver-toolkit-release.json in their last layer (openshift/driver-toolkit's Dockerfile;
+openshift-eng/ocp-build-data images/driver-toolkit.yml leaves the label build args empty), which
+sim/images.py writes into the images it pushes.
 """
 
 from __future__ import annotations
@@ -28,6 +32,12 @@ INTERNAL_DTK_REPOSITORY = "image-registry.openshift-image-registry.svc:5000/open
 def dtk_pullspec(rhcos: str, *, internal: bool = False) -> str:
     """The Driver Toolkit image of an RHCOS version, upstream (quay.io) or through the cluster's registry."""
     return f"{INTERNAL_DTK_REPOSITORY if internal else DTK_REPOSITORY}@{digest('driver-toolkit ' + rhcos)}"
+
+
+def os_image(rhcos: str) -> str:
+    """nodeInfo.osImage of an RHCOS node, as 4.16 reports it: no release codename after the version
+    (KMM's kernel_dtk_reconciler_test.go has the older `... 411.86.202210072320-0 (Ootpa)`)."""
+    return f"Red Hat Enterprise Linux CoreOS {rhcos}"
 
 
 def rendered(pool: str, seed: str) -> str:
@@ -68,7 +78,7 @@ def node(name: str, *, kernel: str, rhcos: str, role: str = "worker", labels: di
                 "kubeletVersion": "v1.29.10+67d3387",
                 "machineID": hashlib.md5(f"machine {name}".encode()).hexdigest(),
                 "operatingSystem": "linux",
-                "osImage": f"Red Hat Enterprise Linux CoreOS {rhcos} (Plow)",
+                "osImage": os_image(rhcos),
                 "systemUUID": hashlib.md5(f"uuid {name}".encode()).hexdigest(),
             },
         },
@@ -113,8 +123,9 @@ def driver_toolkit(releases: list[str], latest: str, *, repository: str | None =
 
     By default the images are quay.io's and the cluster registry's (digests made up). With
     `repository` and `digests` (RHCOS version -> digest), they are images pushed there, as `make
-    demo`'s local registry holds them: the stream names that repository both upstream and as its
-    own, so detect-kernel's pull specs name images that exist.
+    demo`'s and the tests' local registries hold them: the stream names that repository both upstream and
+    as its own, so detect-kernel's pull specs name images that exist. The image objects carry no
+    kernel label, as the released ones do not.
     """
 
     def image(rhcos: str) -> str:
@@ -124,7 +135,7 @@ def driver_toolkit(releases: list[str], latest: str, *, repository: str | None =
         return f"{repository}@{image(rhcos)}" if repository else dtk_pullspec(rhcos)
 
     tags = [RELEASES[r] for r in releases]
-    rhcos_latest, kernel_latest, rt_latest = RELEASES[latest]
+    rhcos_latest = RELEASES[latest][0]
     stream = {
         "apiVersion": "image.openshift.io/v1", "kind": "ImageStream",
         "metadata": {"name": "driver-toolkit", "namespace": "openshift"},
@@ -147,15 +158,7 @@ def driver_toolkit(releases: list[str], latest: str, *, repository: str | None =
         "apiVersion": "image.openshift.io/v1", "kind": "ImageStreamTag",
         "metadata": {"name": "driver-toolkit:latest", "namespace": "openshift"},
         "tag": {"name": "latest", "from": {"kind": "DockerImage", "name": pullspec(rhcos_latest)}},
-        "image": {
-            "metadata": {"name": image(rhcos_latest)},
-            "dockerImageReference": pullspec(rhcos_latest),
-            "dockerImageMetadata": {"Config": {"Labels": {
-                "kernel-version": kernel_latest, "kernel-rt-version": rt_latest,
-                "io.openshift.os.streamclass": "rhel-9",
-                "io.openshift.build.versions": f"machine-os={rhcos_latest}",
-            }}},
-        },
+        "image": {"metadata": {"name": image(rhcos_latest)}, "dockerImageReference": pullspec(rhcos_latest)},
     }
     return [stream, latest_tag]
 

@@ -6,7 +6,8 @@
   run containers on the CI machine's hybrid cgroups).
 - Fake Driver Toolkit images, FROM scratch, laid out as the real one: /usr/src/kernels/<kver>
   (kernel-devel), /usr/lib/modules/<kver> (modules, `build` -> /usr/src/kernels/<kver>), `lib` ->
-  `usr/lib`, /etc/driver-toolkit-release.json and the kernel-version label. The kernel-devel tree
+  `usr/lib`, and /etc/driver-toolkit-release.json alone in the last layer, with no kernel label,
+  as released images have it (openshift/driver-toolkit's Dockerfile). The kernel-devel tree
   is a few fake files, or (with `headers`) Debian's real headers announcing the kernel's release,
   so that modules really build against it (sim/kmod_standin.py).
 - A fake UBI micro: /bin/sh and the coreutils the entrypoint and the layout step call, with their
@@ -28,18 +29,24 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from . import kmod_standin
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 # What cssr-init-entrypoint.sh and the build-kmods layout step run besides shell builtins.
 IMAGE_TOOLS = ("sh", "cp", "mv", "mkdir", "mktemp", "rm", "chmod", "touch", "uname", "head", "tr")
-# push(rootfs, destination, labels) -> the pushed manifest's digest
-Pusher = Callable[[Path, str, dict[str, str]], str]
+RELEASE_FILE = Path("etc") / "driver-toolkit-release.json"
+
+
+class Pusher(Protocol):
+    """push(rootfs, destination, labels, top=folder laid as a last layer) -> the pushed manifest's digest"""
+
+    def __call__(self, rootfs: Path, destination: str, labels: dict[str, str], *, top: Path | None = None) -> str: ...
+
+
 _WRITE = re.compile(r'"(PUT|POST|PATCH|DELETE) (/v2/\S*)')
 
 
@@ -181,10 +188,10 @@ class Buildah:
         return {"STORAGE_ROOT": str(self.root), "STORAGE_RUNROOT": str(self.runroot)}
 
     def push_rootfs(self, rootfs: Path, destination: str, labels: dict[str, str],
-                    authfile: Path | None = None) -> str:
-        """FROM scratch + the rootfs, built and pushed; returns the pushed digest."""
+                    authfile: Path | None = None, *, top: Path | None = None) -> str:
+        """FROM scratch + the rootfs (+ `top` as a last layer), built and pushed; returns the pushed digest."""
         local = "localhost/cssr-seed/" + re.sub(r"[^a-z0-9]+", "-", destination.lower()).strip("-")
-        build_rootfs_image(self, rootfs, local, labels)
+        build_rootfs_image(self, rootfs, local, labels, top=top)
         return self.push(local, destination, authfile, rootfs.parent / "pushed.digest")
 
 
@@ -221,12 +228,22 @@ def merged_usr(rootfs: Path) -> None:
         (rootfs / name).symlink_to(f"usr/{name}")
 
 
-def fake_dtk_rootfs(rootfs: Path, kernel: str, *, payload_bytes: int = 0, headers: Path | None = None) -> None:
+def fake_dtk_rootfs(rootfs: Path, kernel: str, *, payload_bytes: int = 0, headers: Path | None = None) -> Path:
+    """The kernel trees in `rootfs`; returns the folder of the last layer, the release file alone."""
     merged_usr(rootfs)
     kernel_tree(rootfs, kernel, payload_bytes=payload_bytes, headers=headers)
-    (rootfs / "etc").mkdir(exist_ok=True)
-    (rootfs / "etc" / "driver-toolkit-release.json").write_text(
-        json.dumps({"KERNEL_VERSION": kernel, "RT_KERNEL_VERSION": f"{kernel}+rt", "RHEL_VERSION": "9.4"}))
+    return release_layer(rootfs.parent / "release", kernel, f"{kernel}+rt")
+
+
+def release_layer(folder: Path, kernel: str, rt_kernel: str | None = None) -> Path:
+    """A folder holding only /etc/driver-toolkit-release.json, as the Driver Toolkit's last layer writes it
+    (keys of openshift/driver-toolkit's Dockerfile; RT_KERNEL_VERSION with `+rt` since commit 859518f)."""
+    content: dict[str, str] = {"KERNEL_VERSION": kernel, "RHEL_VERSION": "9.4"}
+    if rt_kernel:
+        content["RT_KERNEL_VERSION"] = rt_kernel
+    (folder / RELEASE_FILE).parent.mkdir(parents=True, exist_ok=True)
+    (folder / RELEASE_FILE).write_text(json.dumps(content, indent=4) + "\n")
+    return folder
 
 
 def fake_base_rootfs(rootfs: Path) -> None:
@@ -261,13 +278,16 @@ def _in_usr(path: str) -> str:
     return path
 
 
-def build_rootfs_image(buildah: Buildah, rootfs: Path, tag: str, labels: dict[str, str] | None = None) -> None:
-    """FROM scratch + the rootfs, as a local image."""
+def build_rootfs_image(buildah: Buildah, rootfs: Path, tag: str, labels: dict[str, str] | None = None, *,
+                       top: Path | None = None) -> None:
+    """FROM scratch + the rootfs (+ `top`, a sibling folder, as a layer of its own), as a local image."""
     context = rootfs.parent
-    lines = ["FROM scratch", f"COPY {rootfs.name}/ /"]
+    lines = ["FROM scratch", f"COPY {rootfs.name}/ /"] + ([f"COPY {top.name}/ /"] if top else [])
     lines += [f'LABEL {k}="{v}"' for k, v in (labels or {}).items()]
     (context / "Containerfile").write_text("\n".join(lines) + "\n")
-    buildah("bud", "--isolation", "chroot", "-q", "-f", str(context / "Containerfile"), "-t", tag, str(context))
+    layers = ["--layers"] if top else []  # one layer per COPY, as the real image's build makes them
+    buildah("bud", "--isolation", "chroot", *layers, "-q", "-f", str(context / "Containerfile"), "-t", tag,
+            str(context))
 
 
 @dataclass(frozen=True)
@@ -285,9 +305,9 @@ def seed_registry(host: str, push: Pusher, workdir: Path, kernels: list[str], *,
     images: dict[str, str] = {}
     for i, kernel in enumerate(kernels):
         rootfs = workdir / f"dtk{i}" / "rootfs"
-        fake_dtk_rootfs(rootfs, kernel, payload_bytes=payload_bytes, headers=headers)
+        top = fake_dtk_rootfs(rootfs, kernel, payload_bytes=payload_bytes, headers=headers)
         tag = tags[i] if tags else f"dtk-{i}"
-        digest = push(rootfs, f"{host}/{repository}:{tag}", {"kernel-version": kernel})
+        digest = push(rootfs, f"{host}/{repository}:{tag}", {}, top=top)
         images[kernel] = f"{host}/{repository}@{digest}"
     rootfs = workdir / "base" / "rootfs"
     fake_base_rootfs(rootfs)

@@ -23,6 +23,7 @@ runtime:
 from __future__ import annotations
 
 import argparse
+import base64
 import gzip
 import hashlib
 import io
@@ -230,9 +231,13 @@ def _handler(registry: MiniRegistry) -> type[BaseHTTPRequestHandler]:
 # -- push and pull --------------------------------------------------------------------------
 
 
-def _http(method: str, url: str, data: bytes | None = None,
-          headers: Mapping[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
+def _http(method: str, url: str, data: bytes | None = None, headers: Mapping[str, str] | None = None,
+          login: tuple[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """One request; `login` is sent as Basic auth up front, which an htpasswd registry accepts."""
+    headers = dict(headers or {})
+    if login:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(login).encode()).decode()
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, dict(response.headers), response.read()
@@ -246,17 +251,17 @@ def _check(status: int, body: bytes, what: str, ok: tuple[int, ...] = (200, 201,
         raise RuntimeError(f"could not {what}: the registry answered {status}: {body[:300]!r}")
 
 
-def _put_blob(host: str, name: str, data: bytes) -> str:
+def _put_blob(host: str, name: str, data: bytes, login: tuple[str, str] | None = None) -> str:
     digest = sha256(data)
-    status, _, _ = _http("HEAD", f"http://{host}/v2/{name}/blobs/{digest}")
+    status, _, _ = _http("HEAD", f"http://{host}/v2/{name}/blobs/{digest}", login=login)
     if status == 200:
         return digest
-    status, headers, body = _http("POST", f"http://{host}/v2/{name}/blobs/uploads/")
+    status, headers, body = _http("POST", f"http://{host}/v2/{name}/blobs/uploads/", login=login)
     _check(status, body, f"start an upload to {host}/{name}")
     location = headers.get("Location", "")
     url = location if location.startswith("http") else f"http://{host}{location}"
     url += ("&" if "?" in url else "?") + f"digest={digest}"
-    status, _, body = _http("PUT", url, data, {"Content-Type": "application/octet-stream"})
+    status, _, body = _http("PUT", url, data, {"Content-Type": "application/octet-stream"}, login)
     _check(status, body, f"upload a blob to {host}/{name}")
     return digest
 
@@ -279,27 +284,46 @@ def _layer(rootfs: Path) -> tuple[bytes, str]:
 
 
 def push_rootfs(rootfs: Path, destination: str, labels: Mapping[str, str], *, env: Sequence[str] = (),
-                entrypoint: Sequence[str] | None = None) -> str:
-    """`rootfs` as a one-layer OCI image at host/name:tag; returns the manifest digest."""
+                entrypoint: Sequence[str] | None = None, top: Path | None = None,
+                architecture: str = "amd64", login: tuple[str, str] | None = None) -> str:
+    """`rootfs` (and `top`, as a second layer) as an OCI image at host/name:tag; returns the manifest digest."""
     host, name, tag = split_image(destination)
-    layer, diff_id = _layer(rootfs)
+    layers = [_layer(folder) for folder in (rootfs, top) if folder is not None]
     config = json.dumps({
-        "architecture": "amd64", "os": "linux",
+        "architecture": architecture, "os": "linux",
         "config": {"Labels": dict(labels), "Env": list(env), **({"Entrypoint": list(entrypoint)} if entrypoint
                                                                    else {})},
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id for _, diff_id in layers]},
     }, sort_keys=True).encode()
     manifest = json.dumps({
         "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": _put_blob(host, name, config),
-                   "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": _put_blob(host, name, layer),
-                    "size": len(layer)}],
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": _put_blob(host, name, config, login), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": _put_blob(host, name, layer, login), "size": len(layer)} for layer, _ in layers],
     }, sort_keys=True).encode()
     status, _, body = _http("PUT", f"http://{host}/v2/{name}/manifests/{tag}", manifest,
-                            {"Content-Type": OCI_MANIFEST})
+                            {"Content-Type": OCI_MANIFEST}, login)
     _check(status, body, f"push {destination}")
     return sha256(manifest)
+
+
+def push_index(destination: str, images: Mapping[str, str], login: tuple[str, str] | None = None) -> str:
+    """An OCI image index at host/name:tag over `images` (architecture -> image by digest, in the same
+    repository), as `oc image mirror` keeps a multi-arch release image; returns the index digest."""
+    host, name, tag = split_image(destination)
+    entries = []
+    for architecture, image in images.items():
+        _, _, digest = split_image(image)
+        status, _, body = _http("GET", f"http://{host}/v2/{name}/manifests/{digest}", None, {"Accept": ACCEPT}, login)
+        _check(status, body, f"read the manifest of {image}", ok=(200,))
+        entries.append({"mediaType": json.loads(body).get("mediaType") or OCI_MANIFEST, "digest": digest,
+                        "size": len(body), "platform": {"architecture": architecture, "os": "linux"}})
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}, sort_keys=True).encode()
+    status, _, body = _http("PUT", f"http://{host}/v2/{name}/manifests/{tag}", index, {"Content-Type": OCI_INDEX},
+                            login)
+    _check(status, body, f"push {destination}")
+    return sha256(index)
 
 
 def manifest_of(image: str) -> tuple[str, dict[str, Any]]:

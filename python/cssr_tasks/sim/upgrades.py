@@ -133,7 +133,7 @@ class Upgrades:
         spec = self.configs[target]
         info = node["status"]["nodeInfo"]
         info["kernelVersion"] = kernel_of(spec["release"], spec["kernel_type"])
-        info["osImage"] = f"Red Hat Enterprise Linux CoreOS {fx.RELEASES[spec['release']][0]} (Plow)"
+        info["osImage"] = fx.os_image(fx.RELEASES[spec['release']][0])
         info["bootID"] = hashlib.md5(f"boot {node_name} {target}".encode()).hexdigest()
         node["metadata"]["annotations"][CURRENT] = target
         node["metadata"]["annotations"][STATE] = "Done"
