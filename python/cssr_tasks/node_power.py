@@ -86,7 +86,7 @@ def pool_problem(pool: str, nodes: Sequence[Mapping[str, Any]], pools: Sequence[
         return None
     where = "; ".join(f"{', '.join(sorted(names))} in {'pool ' + held if held != 'no pool' else held}"
                       for held, names in sorted(elsewhere.items()))
-    share = "none" if sum(map(len, elsewhere.values())) == len(nodes) else "not all"
+    share = "none" if sum(map(len, elsewhere.values())) == len(nodes) else "only some"
     holders = [held for held in sorted(elsewhere) if held != "no pool"]
     fix = f"set pool to {' or '.join(holders)}" if holders else "select nodes of a MachineConfigPool"
     if any(h in CONTROL_PLANE_POOLS for h in holders):

@@ -5,8 +5,10 @@ each failure with its fix, so that one run shows everything to repair. Checked:
 
 - the operators' CRDs: SR-IOV, Multus, the Machine Config Operator, and the Node Tuning
   Operator when hugepages-method=performanceprofile;
-- the target nodes exist and are Ready;
-- their MachineConfigPools are settled, or updating with allow-updating=true; never degraded;
+- the target nodes exist and are Ready, and are no control-plane nodes unless allow-control-plane=true;
+- the named MachineConfigPool holds every target node (on a compact cluster they are in `master`, and the
+  check names that pool); the pools are settled, or updating with allow-updating=true; never degraded;
+- the hugepages the pipeline would reserve fit in each target node's memory;
 - hugepages and SR-IOV resources are allocatable for `replicas` pods. When the pipeline
   configures them itself (hugepages-method, the SR-IOV policy of network-mode sriov), missing
   ones are a note, not a failure: apply-manifests creates them and waits for the pool;
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from . import selectors
+from . import node_power, selectors
 from .cluster import Cluster
 from .errors import ApiError, ConfigError, CssrError, Forbidden, NotFound
 from .log import Log
@@ -70,13 +72,15 @@ def quantity(text: str) -> Decimal:
 @dataclass(frozen=True)
 class Params:
     node_selector: str = field(default="node-role.kubernetes.io/worker=",
-                               metadata={"help": "label selector of the target nodes"})
-    pool: str = field(default="", metadata={"help": "MachineConfigPool whose nodeSelector replaces node-selector"})
+                               metadata={"help": "label selector of the target nodes; empty: the pool's nodes"})
+    pool: str = field(default="", metadata={"help": "MachineConfigPool that must hold the target nodes"})
+    allow_control_plane: bool = field(default=False, metadata={"help": "true: control-plane nodes may be targets"})
     allow_updating: bool = field(default=False, metadata={"help": "true: an updating pool passes"})
     hugepages_method: str = field(default="machineconfig",
                                   metadata={"help": "machineconfig, performanceprofile or none"})
     hugepages_size: str = field(default="2M", metadata={"help": "2M or 1G"})
     hugepages_request: str = field(default="4Gi", metadata={"help": "hugepages per router pod, a quantity"})
+    hugepages_count: int = field(default=8192, metadata={"help": "hugepages per node the pipeline reserves"})
     replicas: int = field(default=1, metadata={"help": "router pods"})
     network_mode: str = field(default="macvlan", metadata={"help": "macvlan or sriov"})
     pf_names: tuple[str, ...] = field(default=("ens6f0np0", "ens6f1np1"),
@@ -91,14 +95,18 @@ class Params:
     def from_env(cls, environ: Mapping[str, str]) -> Params:
         read = Reader(environ)
         params = cls(
-            node_selector=read.string("node-selector", cls.node_selector),
+            # empty means "the pool's nodes", so an empty value is not replaced by the default
+            node_selector=cls.node_selector if read.raw("node-selector") is None
+            else str(read.raw("node-selector")).strip(),
             pool=read.pool(),
+            allow_control_plane=read.boolean("allow-control-plane", False),
             allow_updating=read.boolean("allow-updating", False),
             hugepages_method=read.choice("hugepages-method", cls.hugepages_method,
                                          ("machineconfig", "performanceprofile", "none")),
             hugepages_size=read.choice("hugepages-size", cls.hugepages_size, tuple(HUGEPAGES)),
             hugepages_request=read.string("hugepages-request", cls.hugepages_request, pattern=_QUANTITY.pattern,
                                           hint="a quantity such as 4Gi"),
+            hugepages_count=read.integer("hugepages-count", cls.hugepages_count, minimum=1),
             replicas=read.integer("replicas", cls.replicas, minimum=1),
             network_mode=read.choice("network-mode", cls.network_mode, ("macvlan", "sriov")),
             pf_names=_names(read, "pf-names", cls.pf_names),
@@ -109,11 +117,16 @@ class Params:
             else str(read.raw("image-repository")).strip(),
             tls_verify=read.tls_verify(),
         )
-        if not params.pool:
-            try:
-                selectors.parse(params.node_selector)
-            except ConfigError as e:
-                read.fail(str(e))
+        try:
+            selectors.parse(params.node_selector)
+        except ConfigError as e:
+            read.fail(str(e))
+        if not params.node_selector.strip() and not params.pool:
+            read.fail("param node-selector is empty and no pool is named, which selects every node (the control "
+                      "plane included); name the router's nodes, e.g. node-role.kubernetes.io/worker=")
+        if params.pool in node_power.CONTROL_PLANE_POOLS and not params.allow_control_plane:
+            read.fail(f"param pool={params.pool} is a control-plane pool; on a compact cluster set "
+                      "allow-control-plane=true to mean it")
         read.done()
         return params
 
@@ -168,6 +181,7 @@ def run(params: Params, *, cluster: Cluster, log: Log) -> Result:
     crds = check_crds(params, cluster, checks)
     nodes = check_nodes(params, cluster, checks)
     check_pools(params, cluster, nodes, checks)
+    check_node_power(params, nodes, checks)
     check_hugepages(params, nodes, checks)
     check_sriov(params, cluster, nodes, checks, operator=crds)
     check_registry(params, cluster, log, checks)
@@ -213,7 +227,7 @@ def check_crds(params: Params, cluster: Cluster, checks: Checks) -> bool:
 def check_nodes(params: Params, cluster: Cluster, checks: Checks) -> list[dict[str, Any]]:
     """The Ready, schedulable target nodes (the ones the later checks count)."""
     what = "target nodes"
-    selector = params.node_selector
+    selector = params.node_selector.strip()
     try:
         if params.pool:
             pool = cluster.get_or_none(MCO_API, "machineconfigpools", params.pool)
@@ -221,8 +235,9 @@ def check_nodes(params: Params, cluster: Cluster, checks: Checks) -> list[dict[s
                 checks.fail(what, f"MachineConfigPool {params.pool} not found", "name an existing pool (oc get mcp) "
                             "or leave pool empty and use node-selector")
                 return []
-            selector = selectors.from_label_selector((pool.get("spec") or {}).get("nodeSelector"))
-        nodes = cluster.list("v1", "nodes", label_selector=selector)
+            if not selector:  # the pool's own nodes; never every node
+                selector = selectors.from_label_selector((pool.get("spec") or {}).get("nodeSelector"))
+        nodes = cluster.list("v1", "nodes", label_selector=selector) if selector else []
     except CssrError as e:
         checks.api_error(what, e, "get and list on nodes and machineconfigpools")
         return []
@@ -262,6 +277,10 @@ def check_pools(params: Params, cluster: Cluster, nodes: list[dict[str, Any]], c
         checks.api_error("MachineConfigPool", e, "list on machineconfigpools")
         return
     if params.pool:
+        problem = node_power.pool_problem(params.pool, nodes, pools)
+        if problem:
+            checks.fail(f"MachineConfigPool {params.pool}", problem)
+            return
         pools = [p for p in pools if p["metadata"]["name"] == params.pool]
     else:
         pools = [p for p in pools if any(
@@ -273,6 +292,28 @@ def check_pools(params: Params, cluster: Cluster, nodes: list[dict[str, Any]], c
         return
     for pool in pools:
         check_pool(params, pool, checks)
+
+
+def check_node_power(params: Params, nodes: list[dict[str, Any]], checks: Checks) -> None:
+    """What the pipeline would do to these nodes: never the control plane unasked, hugepages the nodes can spare."""
+    what = "node power"
+    if not nodes:
+        checks.skip(what, "no usable target nodes")
+        return
+    problems = [node_power.control_plane_problem(nodes, params.allow_control_plane)]
+    if params.hugepages_method != "none":
+        page = {"2M": 2 * 2**20, "1G": 2**30}[params.hugepages_size]
+        problems.append(node_power.hugepages_problem(
+            nodes, Decimal(page * params.hugepages_count),
+            f"hugepages-count={params.hugepages_count} pages of {params.hugepages_size}", quantity))
+    found = [p for p in problems if p]
+    for problem in found:
+        checks.fail(what, problem)
+    if not found:
+        planes = ("control-plane nodes allowed by allow-control-plane=true" if params.allow_control_plane
+                  else "no control-plane node among the targets")
+        memory = "" if params.hugepages_method == "none" else "; the hugepages fit in each node's memory"
+        checks.ok(what, planes + memory)
 
 
 def check_pool(params: Params, pool: dict[str, Any], checks: Checks) -> None:

@@ -110,10 +110,14 @@ def test_a_named_pool_selects_the_nodes_and_must_exist(ready, cluster, log):
                           labels={"node-role.kubernetes.io/worker": ""}))
     ready.put(fx.pool("worker-cnf", machine_count=2, config=fx.rendered("worker-cnf", RHCOS)))
     ready.load(operators.objects(ready.objects("v1", "Node")))
-    preflight.run(params(pool="worker-cnf"), cluster=cluster, log=log)
+    preflight.run(params(pool="worker-cnf", node_selector=""), cluster=cluster, log=log)
     assert "2 Ready node(s) match 'node-role.kubernetes.io/worker-cnf=': cnf-0, cnf-1" in log.text
     assert "MachineConfigPool worker-cnf: settled" in log.text
     assert "MachineConfigPool worker:" not in log.text
+    # node-selector names the targets, and the pool must hold every one of them
+    message = failing(cluster, log, pool="worker-cnf")
+    assert ("MachineConfigPool worker-cnf: MachineConfigPool worker-cnf holds only some of the target nodes (worker-0, "
+            "worker-1, worker-2 in pool worker)") in message
     message = failing(cluster, log, pool="nope")
     assert "1 check(s) failed" in message
     assert "target nodes: MachineConfigPool nope not found; fix: name an existing pool" in message
@@ -137,7 +141,7 @@ def test_not_ready_nodes_are_not_counted(ready, cluster, log):
 
 
 def test_missing_hugepages_are_a_note_when_the_pipeline_configures_them(ready, cluster, log):
-    preflight.run(params(hugepages_size="1G", hugepages_request="4Gi"), cluster=cluster, log=log)
+    preflight.run(params(hugepages_size="1G", hugepages_count="16", hugepages_request="4Gi"), cluster=cluster, log=log)
     assert "PASS  hugepages hugepages-1Gi: room for 0 of 1 pod(s) now (worker-0=0, worker-1=0, worker-2=0); " \
            "apply-manifests configures them with a machineconfig" in log.text
 
@@ -255,3 +259,44 @@ def test_the_command_writes_ready_or_fails(ready, run_cli):
     assert failed.code == 1
     assert failed.results == {}
     assert "machineconfigs.machineconfiguration.openshift.io: not installed" in failed.err
+
+
+# -- power over nodes, compact clusters (issues 13 and 14) -------------------------------------------------
+
+
+def compact(sim) -> None:
+    """A three-node cluster: each node is control plane and worker; the MCO keeps them in pool master, and
+    pool worker holds none (machine-config-operator getPoolsForNode)."""
+    for name in [n["metadata"]["name"] for n in sim.objects("v1", "Node")]:
+        sim.delete("v1", "Node", name)
+    both = {"node-role.kubernetes.io/worker": "", "node-role.kubernetes.io/control-plane": ""}
+    sim.load(fx.workers(3, prefix="master", role="master", labels=both, allocatable={"hugepages-2Mi": "16Gi"}))
+    sim.put(fx.pool("worker", machine_count=0, config=fx.rendered("worker", RHCOS)))
+    sim.load(operators.objects(sim.objects("v1", "Node")))
+
+
+def test_a_compact_cluster_fails_naming_the_pool_that_holds_the_nodes(ready, cluster, log):
+    compact(ready)
+    message = failing(cluster, log, pool="worker")
+    assert ("MachineConfigPool worker: MachineConfigPool worker holds none of the target nodes (master-0, master-1, "
+            "master-2 in pool master): its hugepages config and upgrades would not reach them; set pool to master "
+            "(a control-plane pool: with allow-control-plane=true)") in message
+    assert "node power: node-selector selects control-plane nodes (master-0, master-1, master-2)" in message
+    with pytest.raises(ConfigError, match="param pool=master is a control-plane pool"):
+        params(pool="master")
+    # the explicit allowance, with the pool that holds the nodes
+    assert preflight.run(params(pool="master", allow_control_plane="true"), cluster=cluster, log=log).ready
+    assert "PASS  node power: control-plane nodes allowed by allow-control-plane=true" in log.text
+
+
+def test_hugepages_beyond_a_nodes_memory_fail(ready, cluster, log):
+    message = failing(cluster, log, hugepages_size="1G", hugepages_count="100")
+    assert ("node power: hugepages-count=100 pages of 1G is more than 75% of the memory of worker-0 has "
+            "128401960Ki") in message
+    preflight.run(params(hugepages_size="1G", hugepages_count="91"), cluster=cluster, log=log)
+    assert "PASS  node power: no control-plane node among the targets; the hugepages fit" in log.text
+
+
+def test_an_empty_node_selector_never_selects_every_node():
+    with pytest.raises(ConfigError, match="param node-selector is empty and no pool is named"):
+        params(node_selector="")
