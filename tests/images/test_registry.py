@@ -17,7 +17,7 @@ import pytest
 from werkzeug import Request, Response
 
 from cssr_tasks.cluster import RetrySettings
-from cssr_tasks.errors import ApiError, ConfigError, CssrError, Forbidden
+from cssr_tasks.errors import ApiError, ConfigError, CssrError, Forbidden, NotFound
 from cssr_tasks.registry import (
     DOCKER_MANIFEST,
     MANIFEST_TYPES,
@@ -28,6 +28,7 @@ from cssr_tasks.registry import (
     Registry,
     find_docker_config,
     load_credentials,
+    logins,
 )
 from cssr_tasks.sim.images import RegistryServer, free_port
 
@@ -321,3 +322,104 @@ def test_basic_auth_on_the_real_registry(auth_registry: RegistryServer, seeded, 
 def test_docker_config_of_the_fixture_is_what_buildah_reads(auth_registry: RegistryServer, tmp_path: Path):
     path = auth_registry.docker_config(tmp_path)
     assert load_credentials(str(path), auth_registry.host) == Credentials(USER, PASSWORD, str(path))
+
+
+# -- redirects, logins of the cluster registry, files in layers ----------------------------------
+
+
+def test_a_redirect_to_another_host_carries_no_credential(httpserver, log):
+    """Blob GETs are redirected to storage (S3, a CDN): the login stays with the registry's own origin."""
+    from pytest_httpserver import HTTPServer
+
+    storage = HTTPServer(host="127.0.0.1", port=0)  # another origin: another port
+    storage.start()
+    try:
+        storage.expect_request("/bucket/manifest").respond_with_data(
+            json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {"digest": CONFIG_DIGEST}}),
+            content_type=OCI_MANIFEST)
+        httpserver.expect_request("/v2/cssr-deploy/cssr-init/manifests/abcdef012345").respond_with_response(
+            Response(status=307, headers={"Location": storage.url_for("/bucket/manifest")}))
+        with client(httpserver, log, Credentials("u", "p", "cfg")) as registry:
+            registry._basic = "Basic " + b64("u:p")  # a login already answered a challenge
+            assert registry.manifest(ref_on(httpserver)) is not None
+        assert httpserver.log[0][0].headers.get("Authorization") == "Basic " + b64("u:p")
+        assert "Authorization" not in storage.log[0][0].headers
+    finally:
+        storage.clear()
+        storage.stop()
+
+
+def test_a_redirect_loop_ends_in_one_clear_error(httpserver, log):
+    path = "/v2/cssr-deploy/cssr-init/manifests/abcdef012345"
+    httpserver.expect_request(path).respond_with_response(Response(status=302, headers={"Location": path}))
+    with client(httpserver, log) as registry, pytest.raises(ApiError, match="redirected more than 5 times"):
+        registry.manifest(ref_on(httpserver))
+
+
+def test_the_token_goes_only_to_the_cluster_registry(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("eyJ-token\n")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"auths": {"quay.io": {"auth": b64("robot:pw")},
+                                            "image-registry.openshift-image-registry.svc:5000": {
+                                                "auth": b64("u:old-dockercfg")}}}))
+    internal = logins("image-registry.openshift-image-registry.svc:5000", str(config), token_file=str(token))
+    assert [(c.username, c.password) for c in internal] == [("serviceaccount", "eyJ-token"), ("u", "old-dockercfg")]
+    assert [(c.username, c.password) for c in logins("quay.io", str(config), token_file=str(token))] == [
+        ("robot", "pw")]
+    assert logins("127.0.0.1:5000", "", internal=True, token_file=str(tmp_path / "none")) == []
+
+
+def test_a_refused_token_falls_back_to_the_docker_config_on_the_real_registry(auth_registry: RegistryServer, seeded,
+                                                                              log):
+    """The cluster registry's logins: the token first; when the registry refuses it, the docker config's."""
+    base = ImageRef.parse(seeded.base_image)
+    token = Credentials("serviceaccount", "expired-token", "the service account token /t")
+    config = Credentials(USER, PASSWORD, "/ws/config.json")
+    with Registry(auth_registry.host, credentials=[token, config], tls_verify=False, log=log,
+                  retry=RETRY) as registry:
+        assert registry.manifest_digest(base) == base.digest
+        assert registry.credentials == config
+    assert "login serviceaccount from the service account token /t: the registry refused it; trying the next" \
+           in log.text
+    with Registry(auth_registry.host, credentials=[token], tls_verify=False, log=log, retry=RETRY) as registry, \
+            pytest.raises(Forbidden, match="to the login serviceaccount from the service account token /t"):
+        registry.manifest_digest(base)
+
+
+def test_the_token_login_on_the_real_registry(auth_registry: RegistryServer, seeded, log, tmp_path, monkeypatch):
+    """Registry.for_image with the pod's token (the htpasswd registry stands in for the cluster's: the
+    token is the password) and no docker config at all."""
+    token = tmp_path / "token"
+    token.write_text(PASSWORD)
+    monkeypatch.setattr("cssr_tasks.registry_refs.TOKEN_USER", USER)  # htpasswd checks the user; OpenShift does not
+    monkeypatch.setenv("CSSR_SA_TOKEN_FILE", str(token))
+    base = ImageRef.parse(seeded.base_image)
+    with Registry.for_image(base, docker_config="", tls_verify=False, log=log, internal=True) as registry:
+        assert registry.manifest_digest(base) == base.digest
+    assert f"login {USER} from the service account token {token}" in log.text
+
+
+def test_a_file_is_read_from_an_earlier_layer_and_a_whiteout_hides_it(open_registry: RegistryServer, tmp_path, log):
+    """The last layer is read first; the file is looked for below it only when that layer lacks it."""
+    from cssr_tasks.sim import oci
+    from cssr_tasks.sim.images import release_layer
+
+    lower = release_layer(tmp_path / "lower", "5.14.0-1.el9.x86_64")
+    upper = tmp_path / "upper" / "usr"
+    upper.mkdir(parents=True)
+    (upper / "payload.bin").write_bytes(b"x" * 1000)
+    hidden = tmp_path / "hidden" / "etc"
+    hidden.mkdir(parents=True)
+    (hidden / ".wh.driver-toolkit-release.json").write_text("")
+    found_ref = ImageRef.parse(f"{open_registry.host}/t/dtk@"
+                               + oci.push_rootfs(lower, f"{open_registry.host}/t/dtk:a", {}, top=upper.parent))
+    hidden_ref = ImageRef.parse(f"{open_registry.host}/t/dtk@"
+                                + oci.push_rootfs(lower, f"{open_registry.host}/t/dtk:b", {}, top=hidden.parent))
+    with Registry(open_registry.host, tls_verify=False, log=log, retry=RETRY) as registry:
+        found = registry.read_file(found_ref, "/etc/driver-toolkit-release.json")
+        assert found is not None and (found.layer, found.layers) == (0, 2)
+        assert json.loads(found.data)["KERNEL_VERSION"] == "5.14.0-1.el9.x86_64"
+        assert registry.read_file(hidden_ref, "/etc/driver-toolkit-release.json") is None
+        with pytest.raises(NotFound, match="has no such image"):
+            registry.read_file(found_ref.with_tag("missing"), "/etc/driver-toolkit-release.json")
