@@ -139,10 +139,11 @@ class SimulatedCluster:
             self.emulator.requests_log.clear()
 
     def fail(self, method: str, path_contains: str, status: int, times: int = 1,
-             headers: dict[str, str] | None = None) -> None:
-        """The next `times` matching requests get `status` (for retry and outage tests)."""
+             headers: dict[str, str] | None = None, *, after: bool = False) -> None:
+        """The next `times` matching requests get `status` (for retry and outage tests); with `after`, each is
+        served first and only its answer is replaced (a write that happened but whose response was lost)."""
         with self.store.lock:
-            self.emulator.faults.append(Fault(method, path_contains, status, times, headers or {}))
+            self.emulator.faults.append(Fault(method, path_contains, status, times, headers or {}, after))
 
     def write_kubeconfig(self, path: Path) -> Path:
         config = {

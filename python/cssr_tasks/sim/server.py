@@ -74,6 +74,7 @@ class Fault:
     status: int
     times: int
     headers: dict[str, str] = field(default_factory=dict)
+    after: bool = False  # serve the request first, then lose its answer (a write that happened, seen failing)
 
 
 class GoneError(Exception):
@@ -270,7 +271,7 @@ class Emulator(kmock.KubernetesEmulator):
         with self.store.lock:
             self.requests_log.append(record)
         fault = self._fault(record)
-        if fault is not None:
+        if fault is not None and not fault.after:
             record.status = fault.status
             return self._status(fault.status, "Injected fault", f"injected {fault.status}", headers=fault.headers)
         try:
@@ -281,6 +282,9 @@ class Emulator(kmock.KubernetesEmulator):
             record.status = 410
             return self._status(410, "Expired", str(e))
         record.status = response.status
+        if fault is not None:  # after: the request was served, its answer is lost
+            record.status = fault.status
+            return self._status(fault.status, "Injected fault", f"injected {fault.status}", headers=fault.headers)
         return response
 
     @staticmethod
