@@ -1,15 +1,19 @@
 """A small client of the Juniper SSR (128T) REST and GraphQL API, for health checks from a step.
 
-`POST /api/v1/login` trades a username and password for a bearer token, `GET /api/v1/version`
-is the documented simple authenticated call, `POST /api/v1/graphql` answers the two queries
-that 128technology/stage_check uses for process and device-interface state, and
-`GET /api/v1/config/getJSON?source=running` is the running configuration, read here for the
-PCI address each device-interface is bound to.
+`POST /api/v1/login` trades a username and password for a bearer token; `GET /api/v1/version`
+is the documented simple authenticated call, absent from older SSR API indexes, where
+`GET /api/v1/system` (`softwareVersion`) stands in: the version is information, never a
+failure. `POST /api/v1/graphql` answers the two queries that 128technology/stage_check uses for
+process and device-interface state, and `GET /api/v1/config/getJSON?source=running` is the
+running configuration (camelCase JSON: `deviceInterface`, `pciAddress`; the data model's
+kebab-case names are read too), which tells which device-interface drives which VF or kernel
+interface. Reading it takes a user with the `config-read` capability.
 
 Every failure becomes one of our errors naming the pod. `SsrUnavailable` marks what a router
 that is still starting answers (no connection, 5xx, 429, GraphQL errors), so that the caller
 can wait on it; a refused login, a TLS failure or a malformed answer is final. The password
-travels in one request body and nowhere else: not in errors, logs, or reprs.
+travels in one request body and nowhere else: not in errors, logs, or reprs, and never across
+a redirect: the client follows none, as a 307 would resend the login body to another host.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from .log import Log
 
 LOGIN = "/api/v1/login"
 VERSION = "/api/v1/version"
+SYSTEM = "/api/v1/system"
 GRAPHQL = "/api/v1/graphql"
 RUNNING_CONFIG = "/api/v1/config/getJSON"
 
@@ -49,10 +54,23 @@ class Process:
 
 @dataclass(frozen=True)
 class DeviceInterface:
+    """A device-interface's state, as GraphQL reports it (OPER_UP, OPER_DOWN, OPER_UNKNOWN; ADMIN_UP, ADMIN_DOWN)."""
+
     node: str
     name: str
     operational: str
     admin: str
+
+
+@dataclass(frozen=True)
+class ConfiguredInterface:
+    """A device-interface of the running configuration, and what it binds: a PCI address (DPDK) or a kernel
+    interface (`type host`, by `target-interface`)."""
+
+    node: str
+    name: str
+    pci_address: str = ""
+    target_interface: str = ""
 
 
 class SsrUnavailable(ApiError):
@@ -126,10 +144,17 @@ class SsrApi:
         self.token = str(token)
 
     def version(self) -> str:
-        data = self._call("GET", VERSION, what=f"read the SSR version of {self.pod}")
-        if isinstance(data, dict) and isinstance(data.get("version"), str):
-            return str(data["version"])
-        return data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))[:80]
+        """The SSR software version, or "" when neither endpoint has it: it is information, not a check."""
+        what = f"read the SSR version of {self.pod}"
+        for path, key in ((VERSION, "version"), (SYSTEM, "softwareVersion")):
+            try:
+                data = self._call("GET", path, what=what)
+            except NotFound:
+                continue
+            found = data.strip()[:80] if isinstance(data, str) else _find_key(data, key)
+            if found:
+                return found
+        return ""
 
     def processes(self, router: str = "") -> list[Process]:
         data = self.graphql(_graphql_routers(router, PROCESSES_QUERY), what=f"read the processes of {self.pod}")
@@ -151,11 +176,16 @@ class SsrApi:
                                              admin=str(state.get("adminStatus") or "")))
         return found
 
-    def device_interface_pci(self, router: str = "") -> dict[str, str]:
-        """PCI address -> device-interface name, from the running configuration."""
-        data = self._call("GET", RUNNING_CONFIG, query={"source": "running"},
-                          what=f"read the running configuration of {self.pod}")
-        return pci_addresses(data, router)
+    def configured_interfaces(self, router: str = "") -> list[ConfiguredInterface]:
+        """The device-interfaces of the running configuration, with what each binds."""
+        what = f"read the running configuration of {self.pod}"
+        try:
+            data = self._call("GET", RUNNING_CONFIG, query={"source": "running"}, what=what)
+        except Forbidden as e:
+            raise Forbidden(f"could not {what}: the router answered {e.status}; the SSR user of the smoke test needs "
+                            "a role with the config-read capability (see docs/tasks/cssr-smoke-test.md)",
+                            status=e.status) from None
+        return configured_interfaces(data, router)
 
     def graphql(self, query: str, *, what: str) -> dict[str, Any]:
         data = self._call("POST", GRAPHQL, body={"query": query}, what=what)
@@ -182,7 +212,7 @@ class SsrApi:
                 if self.verify is False:  # the caller chose this and logs it once; no warning per request
                     warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
                 response = self.session.request(method, self.url + path, json=body, params=query,
-                                                headers=headers, timeout=self.timeout)
+                                                headers=headers, timeout=self.timeout, allow_redirects=False)
         except requests.exceptions.SSLError as e:
             raise ApiError(f"could not {what}: TLS verification of {self.url} failed ({_reason(e)}); the SSR's "
                            "certificate is self-signed by default: set tls-verify to false, or to the path of "
@@ -198,6 +228,12 @@ class SsrApi:
             text = response.text
         if self.log:  # method, path and status only: a body may hold the password or the token
             self.log.debug(f"{method} {self.url}{path} -> {status}")
+        if response.is_redirect:
+            # Following it would resend the password (a 307 keeps the body) or the token elsewhere.
+            location = response.headers.get("Location", "?")
+            raise ApiError(f"could not {what}: {self.url}{path} answered {status} with a redirect to {location[:120]}; "
+                           "the SSR client follows no redirect, so that no credential leaves for another address: "
+                           "set api-scheme and api-port to where the SSR API answers", status=status)
         if status >= 400:
             detail = f"{status} {response.reason or ''}".strip()
             if status == 429 or status >= 500:
@@ -221,27 +257,50 @@ def _nodes(data: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def _pick(obj: dict[str, Any], *keys: str) -> Any:
-    # The config JSON spells leaves as in the data model (pci-address) or in camel case (pciAddress).
+    # getJSON spells leaves in camelCase (pciAddress); the data model and exports in kebab-case (pci-address).
     for key in keys:
         if key in obj:
             return obj[key]
     return None
 
 
-def pci_addresses(config: Any, router: str = "") -> dict[str, str]:
-    """PCI address -> device-interface name for every node of `router` (every router when empty)."""
+def _list(obj: Any, *keys: str) -> list[dict[str, Any]]:
+    value = _pick(obj, *keys) if isinstance(obj, dict) else None
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def configured_interfaces(config: Any, router: str = "") -> list[ConfiguredInterface]:
+    """Every device-interface of every node of `router` (of every router when empty) in a running configuration."""
     authority = _pick(config, "authority") if isinstance(config, dict) else None
-    routers = _pick(authority, "router") if isinstance(authority, dict) else None
-    found: dict[str, str] = {}
-    for each in routers or []:
+    found = []
+    for each in _list(authority, "router"):
         if router and each.get("name") != router:
             continue
-        for node in _pick(each, "node") or []:
-            for interface in _pick(node, "device-interface", "deviceInterface") or []:
-                address = _pick(interface, "pci-address", "pciAddress")
-                if address:
-                    found[str(address).lower()] = str(interface.get("name") or "?")
+        for node in _list(each, "node"):
+            for interface in _list(node, "deviceInterface", "device-interface"):
+                found.append(ConfiguredInterface(
+                    node=str(node.get("name") or "?"), name=str(interface.get("name") or "?"),
+                    pci_address=str(_pick(interface, "pciAddress", "pci-address") or "").lower(),
+                    target_interface=str(_pick(interface, "targetInterface", "target-interface") or "")))
     return found
+
+
+def pci_addresses(config: Any, router: str = "") -> dict[str, str]:
+    """PCI address -> device-interface name for every node of `router` (every router when empty)."""
+    return {i.pci_address: i.name for i in configured_interfaces(config, router) if i.pci_address}
+
+
+def _find_key(data: Any, key: str) -> str:
+    """The first string under `key` in a JSON answer (an object, or a list of per-node objects)."""
+    if isinstance(data, dict):
+        if isinstance(data.get(key), str):
+            return str(data[key])
+        children = list(data.values())
+    elif isinstance(data, list):
+        children = data
+    else:
+        return ""
+    return next((found for child in children if (found := _find_key(child, key))), "")
 
 
 def _reason(error: BaseException) -> str:

@@ -13,30 +13,21 @@ import base64
 import json
 import re
 import socket
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 from pytest_httpserver import HTTPServer
+from smoke_world import MACVLAN, NETS, NS, SRIOV, World, run
 
-from cssr_tasks import smoke_test
-from cssr_tasks.cluster import Cluster
+from cssr_tasks import smoke_networks, smoke_params, smoke_test, smoke_traffic
 from cssr_tasks.errors import ConfigError, CssrError, Forbidden, WaitTimeout
-from cssr_tasks.sim import Fault, SimulatedCluster
+from cssr_tasks.sim import Fault
 from cssr_tasks.sim import router as simrouter
 from cssr_tasks.sim.router import HEALTHY_PING, Net, TrafficController
-from cssr_tasks.sim.ssr import PASSWORD, ROUTER, USERNAME, FakeSsr, self_signed_certificate, server_context
-from cssr_tasks.smoke_test import NetworkMismatch, TrafficFailed
+from cssr_tasks.sim.ssr import PASSWORD, ROUTER, USERNAME, FakeSsr, server_context
+from cssr_tasks.smoke_networks import NetworkMismatch
+from cssr_tasks.smoke_traffic import TrafficFailed
 from cssr_tasks.ssr_api import pci_addresses
-
-from support import require_tool
-
-NS = "cssr"
-MACVLAN = Net("ens6f0np0-macvlan", "net1", ips=("192.168.10.1/24",))
-SRIOV = Net("sriov-b", "net2", ips=("192.168.20.1/24",), pci="0000:19:00.4", resource="openshift.io/ens6f1np1")
-NETS = [MACVLAN, SRIOV]
 
 LOSSY_PING = """PING 192.168.20.10 (192.168.20.10) 56(84) bytes of data.
 64 bytes from 192.168.20.10: icmp_seq=1 ttl=63 time=0.052 ms
@@ -50,69 +41,6 @@ DEAD_PING = """PING 192.168.20.10 (192.168.20.10) 56(84) bytes of data.
 --- 192.168.20.10 ping statistics ---
 20 packets transmitted, 0 received, 100% packet loss, time 3999ms
 """
-
-
-@pytest.fixture(scope="session")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    require_tool("openssl")
-    return self_signed_certificate(tmp_path_factory.mktemp("ssr-tls"))
-
-
-@pytest.fixture(scope="module")
-def ssr_server(certificate: tuple[Path, Path]) -> Iterator[HTTPServer]:
-    # One server for the module: stopping one takes half a second.
-    server = HTTPServer(host="127.0.0.1", port=0, ssl_context=server_context(*certificate))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def ssr(ssr_server: HTTPServer) -> Iterator[FakeSsr]:
-    """The API of router pod cssr-0, on 127.0.0.1 at a free port, in a fresh state."""
-    ssr_server.clear()
-    yield FakeSsr(ssr_server, NETS)
-    ssr_server.clear()
-
-
-@dataclass
-class World:
-    sim: SimulatedCluster
-    ssr: FakeSsr
-    credentials: Path
-    sts: dict[str, Any]
-
-    def env(self, **params: str) -> dict[str, str]:
-        env = {"PARAM_NAMESPACE": NS, "PARAM_STATEFULSET": "cssr", "PARAM_API_PORT": str(self.ssr.port),
-               "PARAM_CREDENTIALS_DIR": str(self.credentials), "PARAM_TIMEOUT": "0", "PARAM_INTERVAL": "0",
-               "PARAM_ROUTER_NAME": ROUTER}
-        env.update({f"PARAM_{k.upper()}": v for k, v in params.items()})
-        return env
-
-    def params(self, **params: str) -> smoke_test.Params:
-        return smoke_test.Params.from_env(self.env(**params))
-
-    def pod(self, index: int = 0, nets: list[Net] | None = None, **kwargs: Any) -> dict[str, Any]:
-        return self.sim.put(simrouter.router_pod(self.sts, index, NETS if nets is None else nets, **kwargs))
-
-
-@pytest.fixture
-def world(sim: SimulatedCluster, ssr: FakeSsr, tmp_path: Path) -> World:
-    """A deployed router: StatefulSet cssr/cssr, pod cssr-0 on a macvlan and an SR-IOV network, its Secret."""
-    credentials = tmp_path / "ssr-credentials"
-    credentials.mkdir()
-    (credentials / "username").write_text(USERNAME + "\n")
-    (credentials / "password").write_text(PASSWORD + "\n")
-    sim.put(simrouter.macvlan_nad(MACVLAN.name, NS, "ens6f0v0"))
-    sim.put(simrouter.sriov_nad(SRIOV.name, NS, SRIOV.resource))
-    sts = sim.put(simrouter.statefulset("cssr", NS, NETS))
-    world = World(sim, ssr, credentials, sts)
-    world.pod(0)
-    return world
-
-
-def run(world: World, cluster: Cluster, log: Any, **params: str) -> smoke_test.Result:
-    return smoke_test.run(world.params(**params), cluster=cluster, log=log)
 
 
 # -- a healthy router -------------------------------------------------------------------------
@@ -167,7 +95,7 @@ def test_every_pod_is_checked_and_a_failure_names_its_pod(world, cluster, log, c
         second.clear()
         second.stop()
     assert "router pod cssr/cssr-1 healthy" in str(e.value)
-    assert "device interface ge-0-1 (node cssr-1) is OPER_DOWN" in str(e.value)
+    assert "device interface ge-0-1 (node cssr-1, cssr/ens6f0np0-macvlan on net1) is OPER_DOWN" in str(e.value)
     assert "router cssr-0: SSR 6.3.0-107.r1" in log.text
 
 
@@ -192,8 +120,8 @@ def test_interface_oper_down_names_pod_and_interface(world, cluster, log):
     with pytest.raises(WaitTimeout) as e:
         run(world, cluster, log)
     assert str(e.value) == (
-        "could not see router pod cssr/cssr-0 healthy within 0s: device interface ge-0-2 (node cssr-0) is "
-        "OPER_DOWN, admin ADMIN_UP; check the link behind each interface and `show device-interface` on the router")
+        "could not see router pod cssr/cssr-0 healthy within 0s: device interface ge-0-2 (node cssr-0, cssr/sriov-b "
+        "on net2) is OPER_DOWN, admin ADMIN_UP; check the link behind each interface and `show device-interface` on the router")
 
 
 def test_process_not_running_names_pod_and_process(world, cluster, log):
@@ -344,7 +272,7 @@ def test_running_config_pci_addresses_in_both_spellings(world, camel):
 
 
 def test_pcidevice_variable_names():
-    assert smoke_test.pcidevice_variable("openshift.io/ens6f0np0") == "PCIDEVICE_OPENSHIFT_IO_ENS6F0NP0"
+    assert smoke_networks.pcidevice_variable("openshift.io/ens6f0np0") == "PCIDEVICE_OPENSHIFT_IO_ENS6F0NP0"
     assert simrouter.pcidevice_env([SRIOV, Net("x", "net3", pci="0000:19:00.6", resource=SRIOV.resource)]) == {
         "PCIDEVICE_OPENSHIFT_IO_ENS6F1NP1": "0000:19:00.4,0000:19:00.6"}
 
@@ -355,7 +283,7 @@ def test_pcidevice_variable_names():
     ("", []),
 ], ids=["json-list", "short-form", "none"])
 def test_requested_networks_forms(annotation, expected):
-    found = smoke_test.requested_networks(annotation)
+    found = smoke_networks.requested_networks(annotation)
     assert [(r.name, r.namespace, r.interface) for r in found] == expected
 
 
@@ -375,15 +303,15 @@ def test_traffic_passes_through_the_router_and_its_pods_are_removed(world, run_c
     assert (run_.results["packet-loss"], run_.results["rtt-ms"]) == ("0", "0.046")
     assert run_.results["summary"].endswith("traffic 0% loss, rtt 0.046 ms over 3 packets")
     server, client = ctl.created
-    assert server["metadata"]["labels"][smoke_test.ROLE_LABEL] == "server"
-    assert json.loads(server["metadata"]["annotations"][smoke_test.NETWORKS_ANNOTATION]) == [
+    assert server["metadata"]["labels"][smoke_traffic.ROLE_LABEL] == "server"
+    assert json.loads(server["metadata"]["annotations"][smoke_networks.NETWORKS_ANNOTATION]) == [
         {"name": "sriov-b", "namespace": NS, "default-route": ["192.168.20.1"]}]
     assert server["spec"]["containers"][0]["resources"]["requests"]["openshift.io/ens6f1np1"] == "1"
-    assert json.loads(client["metadata"]["annotations"][smoke_test.NETWORKS_ANNOTATION]) == [
+    assert json.loads(client["metadata"]["annotations"][smoke_networks.NETWORKS_ANNOTATION]) == [
         {"name": "ens6f0np0-macvlan", "namespace": NS, "default-route": ["192.168.10.1"]}]
     assert client["spec"]["containers"][0]["command"] == ["ping", "-c", "20", "-i", "0.2", "-W", "2",
                                                           "192.168.20.10"]
-    assert client["spec"]["containers"][0]["image"] == smoke_test.DEFAULT_TRAFFIC_IMAGE
+    assert client["spec"]["containers"][0]["image"] == smoke_params.DEFAULT_TRAFFIC_IMAGE
     assert world.sim.objects("v1", "Pod", NS) == [world.sim.get("v1", "Pod", "cssr-0", NS)]
     logs = [r for r in world.sim.requests if r.subresource == "log"]
     assert [(r.name, r.query) for r in logs] == [(client["metadata"]["name"], {"container": "ping"})]
@@ -395,7 +323,7 @@ def test_traffic_endpoints_from_params(world, cluster, log):
         traffic_client='{"network": "sriov-b", "ip": "192.168.20.50/24", "gateway": "192.168.20.1"}',
         traffic_server='{"network": "cssr/ens6f0np0-macvlan", "ip": "192.168.10.50/24"}')
     server, client = ctl.created
-    assert json.loads(server["metadata"]["annotations"][smoke_test.NETWORKS_ANNOTATION]) == [
+    assert json.loads(server["metadata"]["annotations"][smoke_networks.NETWORKS_ANNOTATION]) == [
         {"name": "ens6f0np0-macvlan", "namespace": NS, "default-route": ["192.168.10.1"], "ips": ["192.168.10.50/24"]}]
     assert client["spec"]["containers"][0]["command"][-1] == "192.168.10.50"
     assert client["spec"]["containers"][0]["command"][2] == "5"
@@ -446,18 +374,18 @@ def test_failed_client_creation_still_removes_the_server(world, cluster, log):
     ctl = traffic(world)
 
     def refuse_the_next_pod(emulator, record, obj):
-        if record.verb == "create" and obj and obj["metadata"]["labels"].get(smoke_test.ROLE_LABEL) == "server":
+        if record.verb == "create" and obj and obj["metadata"]["labels"].get(smoke_traffic.ROLE_LABEL) == "server":
             emulator.faults.append(Fault("POST", "/namespaces/cssr/pods", 403, 1))
 
     world.sim.emulator.controllers.append(refuse_the_next_pod)
     with pytest.raises(Forbidden, match="could not create pods.v1 cssr/cssr-smoke-client-"):
         run(world, cluster, log, traffic="true", timeout="5")
-    assert [p["metadata"]["labels"][smoke_test.ROLE_LABEL] for p in ctl.created] == ["server"]
+    assert [p["metadata"]["labels"][smoke_traffic.ROLE_LABEL] for p in ctl.created] == ["server"]
     assert world.sim.objects("v1", "Pod", NS) == [world.sim.get("v1", "Pod", "cssr-0", NS)]
 
 
 def test_finished_leftovers_of_earlier_runs_are_removed(world, cluster, log):
-    labels = {smoke_test.MANAGED_BY: "cssr-deploy", smoke_test.COMPONENT: "smoke-test", smoke_test.INSTANCE: "cssr"}
+    labels = {smoke_traffic.MANAGED_BY: "cssr-deploy", smoke_traffic.COMPONENT: "smoke-test", smoke_traffic.INSTANCE: "cssr"}
     for name, phase in (("cssr-smoke-client-old", "Failed"), ("cssr-smoke-server-busy", "Running")):
         world.sim.put({"apiVersion": "v1", "kind": "Pod",
                        "metadata": {"name": name, "namespace": NS, "labels": labels},
@@ -494,7 +422,7 @@ PING_OUTPUTS = {
 @pytest.mark.parametrize("name", list(PING_OUTPUTS))
 def test_ping_summary_parsing(name):
     text, (tx, rx, loss, rtt) = PING_OUTPUTS[name]
-    assert smoke_test.parse_ping(text) == smoke_test.PingStats(tx, rx, loss, rtt)
+    assert smoke_traffic.parse_ping(text) == smoke_traffic.PingStats(tx, rx, loss, rtt)
 
 
 def test_output_without_summary_is_a_clear_failure(world, cluster, log):
@@ -520,7 +448,7 @@ def test_defaults():
     ({"PARAM_NETWORKS": "a,b"}, "param networks is not valid JSON"),
     ({"PARAM_TRAFFIC_CLIENT": '{"net": "a"}'}, "param traffic-client has unknown keys net"),
     ({"PARAM_TRAFFIC_SERVER": '{"ip": "300.1.1.1/24"}'}, "param traffic-server: '300.1.1.1/24' does not appear"),
-    ({"PARAM_INTERVAL": "-1"}, "param interval=-1 is below the minimum 0"),
+    ({"PARAM_INTERVAL": "-1"}, "param interval=-1 is below the minimum 0.1"),
     ({"PARAM_MAX_PACKET_LOSS": "101"}, "max-packet-loss=101 is above the maximum 100"),
     ({"PARAM_TRAFFIC_IMAGE": "busybox:latest"}, "traffic-image must be pinned"),
     ({"PARAM_API_SCHEME": "ftp"}, "api-scheme='ftp' must be one of https, http"),

@@ -27,14 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..smoke_test import (
-    NETWORK_STATUS,
-    NETWORKS_ANNOTATION,
-    RESOURCE_ANNOTATION,
-    ROLE_LABEL,
-    TEST_POD_CONTAINER,
-    requested_networks,
-)
+from ..smoke_networks import NETWORK_STATUS, NETWORKS_ANNOTATION, RESOURCE_ANNOTATION, requested_networks
+from ..smoke_traffic import ROLE_LABEL, TEST_POD_CONTAINER
 from . import key_of
 from .server import Emulator, Recorded
 

@@ -4,8 +4,11 @@ Response shapes are the documented ones (DOMAIN-FACTS.md 2.4): `{"token": ...}` 
 `POST /api/v1/login`, Bearer-token calls after it, and GraphQL answers shaped like the fixtures
 of 128technology/stage_check (allRouters -> nodes -> state.processes / deviceInterfaces, with
 `errors` such as "Timeout has occurred" while a router starts). The running configuration
-binds each device-interface to a PCI address, built from the pod's PCIDEVICE variables as the
-cSSR does.
+(`GET /api/v1/config/getJSON`) is camelCase JSON, as the REST API spells the data model
+(`deviceInterface`, `pciAddress`, `targetInterface`; issue 13); it binds each device-interface to
+a PCI address, built from the pod's PCIDEVICE variables as the cSSR does, or to the pod's kernel
+interface. Older SSR API indexes lack `GET /api/v1/version`: `version_endpoint = False` answers
+it 404, and `GET /api/v1/system` carries `softwareVersion` (issue 13, from the SSR REST docs).
 
 pytest-httpserver's HTTPServer is a plain werkzeug server (it does not import pytest), so the
 demo starts one the same way the tests do: `serve(folder, nets)`.
@@ -68,13 +71,20 @@ class FakeSsr:
         # The cSSR binds device-interfaces to the VFs in PCIDEVICE_OPENSHIFT_IO_<RESOURCE>.
         env_addresses = {a for value in pcidevice_env(nets).values() for a in value.split(",")}
         self.pci = {names[n.interface]: n.pci for n in nets if n.pci in env_addresses}
+        self.admin = dict.fromkeys(self.interfaces, "ADMIN_UP")  # a name missing here is ADMIN_UP
         self.processes = dict.fromkeys(PROCESSES, "RUNNING")
+        self.config_read = True  # False: the user's role lacks the config-read capability (403 on getJSON)
+        self.version_endpoint = True  # False: an older API index without /api/v1/version
+        self.system_endpoint = True  # False: no /api/v1/system either
+        self.unreported: set[str] = set()  # configured device-interfaces missing from the GraphQL state
+        self.redirect_to = ""  # an origin: every request answers 307 to the same path there
         self.unavailable = 0  # answer 503 to this many requests; -1: to every request
         self.graphql_errors = 0  # answer this many GraphQL queries with a timeout error
         self.warmup: list[dict[str, str]] = []  # interface states for the first device-interface queries
-        self.camel_case_config = False
+        self.camel_case_config = True  # False: the data model's kebab-case names, as exports spell them
         self.logins: list[dict[str, Any]] = []
         self.queries: list[str] = []
+        self.requests: list[str] = []  # "METHOD /path?query", in order
         server.expect_request(re.compile(r"/.*")).respond_with_handler(self.handle)
 
     @property
@@ -82,6 +92,9 @@ class FakeSsr:
         return int(self.server.port)
 
     def handle(self, request: Request) -> Response:
+        self.requests.append(f"{request.method} {request.full_path.rstrip('?')}")
+        if self.redirect_to:
+            return Response("", status=307, headers={"Location": self.redirect_to + request.full_path.rstrip("?")})
         if self.unavailable:
             self.unavailable -= 1 if self.unavailable > 0 else 0
             return Response("<html><body>503 Service Temporarily Unavailable</body></html>", status=503,
@@ -94,11 +107,15 @@ class FakeSsr:
             return _json({"token": self.token})
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             return _json({"error": {"code": 401, "message": "Unauthorized"}}, 401)
-        if request.path == "/api/v1/version" and request.method == "GET":
+        if request.path == "/api/v1/version" and request.method == "GET" and self.version_endpoint:
             return _json({"version": self.version})
+        if request.path == "/api/v1/system" and request.method == "GET" and self.system_endpoint:
+            return _json({"softwareVersion": self.version})
         if request.path == "/api/v1/graphql" and request.method == "POST":
             return self.graphql(request.get_json()["query"])
         if request.path == "/api/v1/config/getJSON" and request.args.get("source") == "running":
+            if not self.config_read:
+                return _json({"error": {"code": 403, "message": "Forbidden"}}, 403)
             return _json(self.running_config())
         return _json({"error": {"code": 404, "message": f"{request.path} not found"}}, 404)
 
@@ -119,16 +136,18 @@ class FakeSsr:
                 {"name": n, "processName": n, "status": s, "primary": False, "leaderStatus": "NONE"}
                 for n, s in self.processes.items()]}}
         else:
-            states = {**self.interfaces, **(self.warmup.pop(0) if self.warmup else {})}
+            states = {n: s for n, s in {**self.interfaces, **(self.warmup.pop(0) if self.warmup else {})}.items()
+                      if n not in self.unreported}
             node = {"name": self.node, "deviceInterfaces": {"edges": [
                 {"node": {"name": n, "forwarding": True, "state": {
-                    "operationalStatus": s, "adminStatus": "ADMIN_UP", "redundancyStatus": "NON_REDUNDANT"}}}
+                    "operationalStatus": s, "adminStatus": self.admin.get(n, "ADMIN_UP"),
+                    "redundancyStatus": "NON_REDUNDANT"}}}
                 for n, s in states.items()]}}
         return _json({"data": {"allRouters": {"edges": [{"node": {"name": self.router, "nodes": {"edges": [
             {"node": node}]}}}]}}})
 
     def running_config(self) -> dict[str, Any]:
-        # The data model's names (pci-address), or camel case (pciAddress) as some API versions spell them.
+        # camelCase as getJSON answers (pciAddress), or the data model's kebab-case (pci-address).
         keys = ("deviceInterface", "pciAddress", "targetInterface") if self.camel_case_config else (
             "device-interface", "pci-address", "target-interface")
         device, pci, target = keys
