@@ -32,6 +32,13 @@ DEFAULT_BASE_IMAGE = ("registry.access.redhat.com/ubi9/ubi-micro:9.8-1786321990"
 ENTRYPOINT = "cssr-init-entrypoint.sh"
 BUILD_SCRIPT = "buildah-build.sh"
 DIGEST_FILE = ".pushed-digest"  # written by buildah-build.sh after a push, read by verify-image
+# The registry settings buildah-build.sh takes from here, parsed once, in Python: tls-verify as
+# true, false or an absolute CA bundle path; the docker config to hand buildah, or nothing.
+TLS_FILE = ".tls-verify"
+AUTHFILE_FILE = ".authfile"
+# Everything this step and the build step write into the context; anything else there is not ours.
+CONTEXT_FILES = frozenset({"Containerfile", "cssr-init-entrypoint.sh", "buildah-build.sh", DIGEST_FILE, TLS_FILE,
+                           AUTHFILE_FILE})
 IMAGE_ENTRYPOINT = "/usr/local/bin/cssr-init"
 VOLUME = "/mnt/modules-volume"
 DTK_HINT = ("its RHCOS version has no tag in the openshift/driver-toolkit ImageStream yet (`oc get is driver-toolkit "
@@ -90,7 +97,8 @@ def check_images(read: Reader, kernel_list: list[str], images: Mapping[object, o
 
 
 def resolve_context(read: Reader, value: str, environ: Mapping[str, str]) -> str:
-    """In a Task the context is a directory of the source workspace; from a shell, any path."""
+    """In a Task the context is a directory of the source workspace; from a shell, any path. Either way it
+    is new, or a directory that holds nothing but a build context: this step never writes over other files."""
     workspace = environ.get("WORKSPACE_SOURCE_PATH", "")
     path = Path(value)
     if workspace:
@@ -98,8 +106,34 @@ def resolve_context(read: Reader, value: str, environ: Mapping[str, str]) -> str
             read.fail(f"param context-dir={value!r} must be a relative path inside the source workspace, "
                       "such as cssr-init")
             return value
-        return str(Path(workspace) / path)
-    return str(path.resolve())
+        root = Path(workspace).resolve()
+        resolved = (root / path).resolve()
+        if resolved != root and root not in resolved.parents:
+            read.fail(f"param context-dir={value!r} leads out of the source workspace through a symbolic link; "
+                      "name a plain directory inside it")
+            return value
+        if resolved == root:
+            read.fail("param context-dir must name a directory inside the source workspace, not the workspace itself")
+            return value
+    else:
+        resolved = path.resolve()
+    problem = _not_a_context(resolved)
+    if problem:
+        read.fail(f"param context-dir={value!r}: {problem}; name a new directory, or one that holds only a "
+                  "build context of this Task")
+    return str(resolved)
+
+
+def _not_a_context(path: Path) -> str:
+    if not path.exists():
+        return ""
+    if not path.is_dir():
+        return f"{path} exists and is not a directory"
+    try:
+        others = sorted(p.name for p in path.iterdir() if p.name not in CONTEXT_FILES and not p.name.endswith(".tmp"))
+    except OSError as e:
+        return f"{path} cannot be listed ({e.strerror})"
+    return f"{path} holds other files ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})" if others else ""
 
 
 @dataclass(frozen=True)
@@ -122,11 +156,15 @@ def run(params: Params, *, cluster: object = None, log: Log) -> Result:
 
 
 def write_context(directory: Path, params: Params) -> None:
-    """The Containerfile, the entrypoint and the build script; a stale push digest is removed."""
+    """The Containerfile, the entrypoint, the build script and its registry settings; a stale push digest is removed."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / DIGEST_FILE).unlink(missing_ok=True)
         _write(directory / "Containerfile", containerfile(params), 0o644)
+        tls = params.tls_verify
+        _write(directory / TLS_FILE, tls if isinstance(tls, str) else str(tls).lower(), 0o644)
+        _write(directory / AUTHFILE_FILE, str(Path(params.docker_config).resolve()) if params.docker_config else "",
+               0o644)
         files = resources.files("cssr_tasks") / "files"
         for name in (ENTRYPOINT, BUILD_SCRIPT):
             _write(directory / name, (files / name).read_text(encoding="utf-8"), 0o755)

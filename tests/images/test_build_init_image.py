@@ -439,8 +439,63 @@ def test_prepare_writes_the_context_and_drops_a_stale_digest(tmp_path):
     params = build_init_image.Params.from_env(env_of(context_dir=str(context)))
     build_init_image.write_context(context, params)
     assert not (context / build_init_image.DIGEST_FILE).exists()
-    assert sorted(p.name for p in context.iterdir()) == ["Containerfile", "buildah-build.sh", "cssr-init-entrypoint.sh"]
+    assert sorted(p.name for p in context.iterdir()) == [".authfile", ".tls-verify", "Containerfile", "buildah-build.sh",
+                                                         "cssr-init-entrypoint.sh"]
     assert os.access(context / "buildah-build.sh", os.X_OK)
+    assert (context / ".tls-verify").read_text() == "false"
+
+
+@pytest.mark.parametrize(("value", "written"), [
+    ("True", "true"), ("yes", "true"), ("1", "true"), ("FALSE", "false"), ("off", "false"), ("0", "false"),
+    ("ca.pem", "{cwd}/ca.pem"),
+], ids=["True", "yes", "1", "FALSE", "off", "0", "relative-ca"])
+def test_tls_verify_is_parsed_once_and_the_script_takes_what_python_decided(tmp_path, monkeypatch, value, written):
+    """One rule: `True` was a CA bundle path to the script, and true to Python. Now the script reads Python's
+    decision, and refuses anything but true, false or an absolute path."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    context = tmp_path / "ctx"
+    params = build_init_image.Params.from_env(env_of(context_dir=str(context), tls_verify=value))
+    build_init_image.write_context(context, params)
+    assert (context / ".tls-verify").read_text() == written.format(cwd=tmp_path)
+
+
+def test_the_script_refuses_a_tls_setting_it_did_not_get_from_python(tmp_path):
+    context = tmp_path / "ctx"
+    context.mkdir()
+    script = Path(build_init_image.__file__).parent / "files" / build_init_image.BUILD_SCRIPT
+    env = {"PATH": "/usr/bin:/bin", "CONTEXT_DIR": str(context), "IMAGE": "reg.example/ns/cssr-init:abcdef012345"}
+    missing = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, check=False)
+    assert missing.returncode == 2
+    assert "run the prepare step (cssr-tasks build-init-image) first" in missing.stderr
+    (context / ".tls-verify").write_text("True")
+    odd = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, check=False)
+    assert odd.returncode == 2
+    assert "holds 'True', not true, false or an absolute CA bundle path" in odd.stderr
+
+
+@pytest.mark.parametrize("case", ["holds-other-files", "is-a-file", "symlink-out", "workspace-itself"])
+def test_context_dir_is_checked_before_any_write(tmp_path, case):
+    """build-init-image wrote its context into any directory: now a directory of other files is refused first."""
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "hostname").write_text("precious\n")
+    value = {"holds-other-files": "cfg", "is-a-file": "file", "symlink-out": "link", "workspace-itself": "."}[case]
+    (workspace / "cfg").mkdir()
+    (workspace / "cfg" / "settings.yaml").write_text("user data\n")
+    (workspace / "file").write_text("x")
+    (workspace / "link").symlink_to(outside)
+    env = env_of(context_dir=value)
+    env["WORKSPACE_SOURCE_PATH"] = str(workspace)
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    with pytest.raises(ConfigError, match="param context-dir"):
+        build_init_image.Params.from_env(env)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+    shell = env_of(context_dir=str(outside))  # from a shell, any path, but still not over other files
+    with pytest.raises(ConfigError, match=r"holds other files \(hostname\)"):
+        build_init_image.Params.from_env(shell)
 
 
 def test_build_script_hands_tls_and_login_to_buildah(tmp_path):
@@ -454,15 +509,16 @@ def test_build_script_hands_tls_and_login_to_buildah(tmp_path):
         'case " $* " in *" push "*) echo "$DIGEST" > "$CONTEXT_DIR/.pushed-digest" ;; esac\n')
     recorder.chmod(0o755)
     context = tmp_path / "context dir"
-    context.mkdir()
     (tmp_path / "ca bundle.pem").write_text("-----BEGIN CERTIFICATE-----\n")
     (tmp_path / "dockerconfig").mkdir()
     (tmp_path / "dockerconfig" / ".dockerconfigjson").write_text("{}")
-    script = Path(build_init_image.__file__).parent / "files" / build_init_image.BUILD_SCRIPT
+    prepared = env_of(context_dir=str(context), tls_verify=str(tmp_path / "ca bundle.pem"))
+    prepared["WORKSPACE_DOCKERCONFIG_PATH"] = str(tmp_path / "dockerconfig")
+    build_init_image.write_context(context, build_init_image.Params.from_env(prepared))
+    script = context / build_init_image.BUILD_SCRIPT
     env = {"PATH": f"{recorder.parent}:/usr/bin:/bin", "RECORD": str(tmp_path / "record"), "DIGEST": DIGEST,
            "CONTEXT_DIR": str(context), "IMAGE": "reg.example/ns/cssr-init:abcdef012345",
-           "PARAM_TLS_VERIFY": str(tmp_path / "ca bundle.pem"), "PARAM_DOCKER_CONFIG": "",
-           "WORKSPACE_DOCKERCONFIG_PATH": str(tmp_path / "dockerconfig"), "STORAGE_ROOT": str(tmp_path / "s r")}
+           "PARAM_TLS_VERIFY": "ignored", "STORAGE_ROOT": str(tmp_path / "s r")}
     done = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     bud, push = (block.strip().splitlines() for block in (tmp_path / "record").read_text().split("----")[:2])
