@@ -6,7 +6,8 @@ the `modules` claim and the watcher (the fleet component is what carries them th
 root's class); the fleet component repeats the root's replacements exactly; a setting that names a moved param stops
 the build; the Argo CD Application and ApplicationSet (and the Application the set makes for each overlay) validate
 against Argo CD's CRDs; scripts/fleet-manifestwork wraps each overlay into a ManifestWork that validates against
-OCM's CRD, holds the render unchanged after the namespace, orphans the namespace, and refuses bad input in one line.
+OCM's CRD, holds the render unchanged after the namespace, orphans the namespace, and refuses bad input in one line;
+the ACM Policy (and its ConfigurationPolicy), Placement and PlacementBinding validate and check objects the install makes.
 """
 
 from __future__ import annotations
@@ -227,3 +228,19 @@ def test_bad_input_to_the_manifestwork_script_ends_in_one_line(text, args, messa
     assert run.returncode == 2
     assert run.stdout == ""
     assert message in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
+
+
+def test_the_acm_policy_validates_and_checks_objects_the_install_makes():
+    docs = {d["kind"]: d for d in yaml.safe_load_all((FLEET / "ocm" / "policy-installed.yaml").read_text())}
+    assert set(docs) == {"Policy", "Placement", "PlacementBinding"}
+    assert [p for d in docs.values() for p in validate_object(d)] == []
+    [template] = docs["Policy"]["spec"]["policy-templates"]
+    assert validate_object(template["objectDefinition"]) == []  # the ConfigurationPolicy, against its own CRD
+    install = {(o["apiVersion"], o["kind"], o["metadata"]["name"], o["metadata"].get("namespace")) for o in rendered_repo()}
+    for wanted in template["objectDefinition"]["spec"]["object-templates"]:
+        meta = wanted["objectDefinition"]["metadata"]
+        assert (wanted["objectDefinition"]["apiVersion"], wanted["objectDefinition"]["kind"], meta["name"],
+                meta["namespace"]) in install
+    binding = docs["PlacementBinding"]
+    assert binding["placementRef"]["name"] == docs["Placement"]["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == docs["Policy"]["metadata"]["name"]
