@@ -15,14 +15,11 @@ with kmod-build.sh; `build-kmods commit` verifies, signs, renames into place and
 
 from __future__ import annotations
 
-import dataclasses
-import errno
-import fcntl
-import json
 import os
 import shlex
 import shutil
-import socket
+import signal
+import string
 import subprocess
 import sys
 import time
@@ -31,21 +28,26 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from types import FrameType
 
+from . import depmod
+from .build_lock import LOCK_FILE, STAGING, BuildLock, host
 from .elf import strip_signature
-from .errors import ConfigError, CssrError, WaitTimeout
-from .kmod_checks import Check, read_kernels, read_modules, verify_dir, verify_tree
+from .errors import ConfigError, CssrError
+from .kmod_checks import Check, dep_problems, read_kernels, read_modules, read_modules_dep, verify_dir, verify_tree
 from .log import Log
 from .params import Reader
 
+__all__ = ["LOCK_FILE", "STAGING", "Params", "Result", "commit", "main", "prepare", "run"]
+
 NEEDS_CLUSTER = False
-LOCK_FILE = ".cssr-build.lock"
-STAGING = ".cssr-staging"
 DEFAULT_BUILDER = "/usr/bin/dpdk_build.sh /usr/share/128technology/dpdk/src"
 SIGN_HASH = "sha256"
 KEY_FILES = ("key.pem", "key")
 CERT_FILES = ("cert.der", "cert.pem", "cert")
-POLL_SECONDS = 0.2
+TEMPLATE_FIELDS = ("kernel", "builder_root", "modules_dir")
+ABSOLUTE = r"/[^\s]*"
+END_GRACE_SECONDS = 5.0  # between SIGTERM and SIGKILL when the builder's process group is ended
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class Params:
     lock_timeout: int = 1800
     stale_after: int = 600
     signing_secret_dir: str = ""
+    signing_key_bound: bool = False  # the Task's prepare step: the key is bound but mounted only in commit
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Params:
@@ -74,8 +77,13 @@ class Params:
             argv = ()
         if any("\n" in a for a in argv):
             read.fail("param builder-command must not contain newlines")
+        given = read.raw("modules-dir")
+        if given is not None and not given.strip():
+            read.fail("param modules-dir is empty; give the modules volume's folder, such as "
+                      "/workspace/modules/modules")
         params = cls(
-            modules_dir=read.string("modules-dir", cls.modules_dir),
+            modules_dir=read.string("modules-dir", cls.modules_dir, pattern=ABSOLUTE,
+                                    hint="an absolute path without spaces"),
             kernels=read_kernels(read),
             modules=read_modules(read),
             builder_command=argv,
@@ -86,15 +94,15 @@ class Params:
             lock_timeout=read.integer("lock-timeout", cls.lock_timeout, minimum=0),
             stale_after=read.integer("stale-after", cls.stale_after, minimum=1),
             signing_secret_dir=read.string("signing-secret-dir", ""),
+            signing_key_bound=read.boolean("signing-key-bound", False),
         )
-        try:
+        problem = _template_problem(params.builder_output)
+        if problem is None:
             sample = params.output_for("5.14.0-1.el9.x86_64")
-            if "5.14.0-1.el9.x86_64" not in Path(sample).parts or "\n" in sample:
-                read.fail(f"param builder-output={params.builder_output!r} must name a directory per kernel, "
-                          "with {kernel} as one of its path components")
-        except (KeyError, IndexError, ValueError) as e:
-            read.fail(f"param builder-output={params.builder_output!r} is not a valid template ({e!r}); "
-                      "use {kernel}, {builder_root} and {modules_dir}")
+            if "5.14.0-1.el9.x86_64" not in Path(sample).parts:
+                problem = "must name a directory per kernel, with {kernel} as one of its path components"
+        if problem:
+            read.fail(f"param builder-output={params.builder_output!r} {problem}")
         read.done()
         return params
 
@@ -105,6 +113,25 @@ class Params:
                                                            modules_dir=self.modules_dir))
 
 
+def _template_problem(template: str) -> str | None:
+    """Why `template` is not a plain str.format template of TEMPLATE_FIELDS, or None.
+
+    Only bare fields: an attribute, an index or a format spec ({kernel.x}, {kernel[0]}, {kernel:>9999999})
+    would be evaluated by str.format, which raises or allocates at will.
+    """
+    hint = "; use {kernel}, {builder_root} and {modules_dir}, nothing else between braces"
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError as e:
+        return f"is not a valid template ({e}){hint}"
+    for name, spec, conversion in fields:
+        if name not in TEMPLATE_FIELDS or spec or conversion:
+            shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            return f"has the field {shown}, which is not a plain template field{hint}"
+    return None
+
+
 @dataclass(frozen=True)
 class Result:
     built_kernels: list[str]
@@ -113,7 +140,7 @@ class Result:
 def run(params: Params, *, cluster: None = None, log: Log) -> Result:
     """Plan, build and commit in one process, holding the lock throughout."""
     with _filesystem_errors(params):
-        build = Build(params, log, owner=f"{_host()}-{os.getpid()}", span="process")
+        build = Build(params, log, owner=f"{host()}-{os.getpid()}", span="process")
         build.lock.acquire()
         try:
             plan = build.plan()
@@ -128,7 +155,7 @@ def run(params: Params, *, cluster: None = None, log: Log) -> Result:
 def prepare(params: Params, *, cluster: None = None, log: Log) -> Result:
     """The Task's first half: take the lock as a lease that outlives this step, plan, stage the script."""
     with _filesystem_errors(params):
-        build = Build(params, log, owner=_host(), span="task")
+        build = Build(params, log, owner=host(), span="task", keys=False)
         build.lock.acquire()
         try:
             plan = build.plan()
@@ -144,7 +171,7 @@ def prepare(params: Params, *, cluster: None = None, log: Log) -> Result:
 def commit(params: Params, *, cluster: None = None, log: Log) -> Result:
     """The Task's second half: verify and sign what the kmod-builder step staged, rename it into place, unlock."""
     with _filesystem_errors(params):
-        build = Build(params, log, owner=_host(), span="task")
+        build = Build(params, log, owner=host(), span="task")
         build.lock.acquire(resume=True)
         try:
             plan = build.read_plan()
@@ -178,14 +205,17 @@ def main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
 class Build:
     """One build's paths and steps; the lock is held by the caller around them."""
 
-    def __init__(self, params: Params, log: Log, *, owner: str, span: str) -> None:
+    def __init__(self, params: Params, log: Log, *, owner: str, span: str, keys: bool = True) -> None:
         self.params, self.log, self.owner = params, log, owner
         self.modules_dir = Path(params.modules_dir).absolute()
         self.staging = self.modules_dir / STAGING
         self.plan_dir = self.staging / owner
         self.lock = BuildLock(self.modules_dir, owner, span, timeout=params.lock_timeout,
                               stale_after=params.stale_after, log=log)
-        self.signing = signing_keys(params.signing_secret_dir, log)
+        # The Task's prepare step never sees the key (it is mounted in the commit step only): it plans
+        # for signing when the workspace is bound.
+        self.signing = signing_keys(params.signing_secret_dir, log) if keys else None
+        self.signed = self.signing is not None or (not keys and params.signing_key_bound)
 
     def plan(self) -> list[str]:
         """The kernels without verified modules; writes the plan, argv and kmod-build.sh into the plan dir."""
@@ -193,7 +223,7 @@ class Build:
         todo = []
         for kernel in self.params.kernels:
             checks = verify_tree(self.modules_dir, kernel, self.params.modules,
-                                 require_signature=self.signing is not None)
+                                 require_signature=self.signed)
             if all(c.ok for c in checks):
                 self.log.info(f"kernel {kernel}: modules verified ({_summary(checks)}); no build")
             else:
@@ -222,21 +252,41 @@ class Build:
         return [line.split()[1] for line in plan.read_text().splitlines() if line.startswith("kernel ")]
 
     def run_builder(self) -> None:
+        """kmod-build.sh in its own process group, ended with this process (SIGTERM included)."""
         command = ["sh", str(self.plan_dir / "kmod-build.sh"), str(self.plan_dir)]
         self.log.info(f"running the builder: {shlex.join(self.params.builder_command)}")
-        with self.log.timed("the builder"):
+        output = self.plan_dir / "build.log"
+        with self.log.timed("the builder"), _ended_by_sigterm():
+            # Output to a file, not a pipe: should this process die, the builder neither dies of
+            # SIGPIPE halfway nor blocks, and its heartbeat keeps telling the next run to wait.
+            with output.open("wb") as sink:
+                try:
+                    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+                except OSError as e:
+                    raise CssrError(f"could not start {command[0]}: {e.strerror}; the step needs a POSIX sh") from None
             try:
-                proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True, errors="replace")
-            except OSError as e:
-                raise CssrError(f"could not start {command[0]}: {e.strerror}; the step needs a POSIX sh") from None
-            assert proc.stdout is not None
-            with proc:
-                for line in proc.stdout:
-                    self.log.info(f"  | {line.rstrip()}")
+                self._follow(proc, output)
+            finally:
+                _end_group(proc)
+
+    def _follow(self, proc: subprocess.Popen[bytes], output: Path) -> None:
+        pending = b""
+        with output.open("rb") as source:
+            while True:
+                running = proc.poll() is None
+                pending += source.read()
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    self.log.info(f"  | {line.decode(errors='replace').rstrip()}")
+                if not running:
+                    break
+                time.sleep(0.1)
+        if pending.strip():
+            self.log.info(f"  | {pending.decode(errors='replace').rstrip()}")
 
     def commit(self, kernels: Sequence[str]) -> tuple[list[str], list[str]]:
-        """Verify, sign and rename each staged kernel into place; returns (built, failure messages)."""
+        """Verify, sign and rename each staged kernel into place, then depmod; returns (built, failure messages)."""
         built, failures = [], []
         for kernel in kernels:
             try:
@@ -245,8 +295,29 @@ class Build:
             except CssrError as e:
                 self.log.info(f"kernel {kernel}: {e}")
                 failures.append(f"kernel {kernel}: {e}")
+        for kernel in self.params.kernels:
+            if kernel in built or (kernel not in kernels and self._indexed(kernel)):
+                try:
+                    self._depmod(kernel)
+                except CssrError as e:
+                    self.log.info(f"kernel {kernel}: {e}")
+                    failures.append(f"kernel {kernel}: {e}")
+                    if kernel in built:
+                        built.remove(kernel)
         shutil.rmtree(self.plan_dir, ignore_errors=True)
         return built, failures
+
+    def _indexed(self, kernel: str) -> bool:
+        """True when the kernel's modules verify on the volume but its modules.dep lacks them (depmod due)."""
+        if not all(c.ok for c in verify_tree(self.modules_dir, kernel, self.params.modules)):
+            return False
+        problems = dep_problems(read_modules_dep(self.modules_dir / kernel), self.params.modules, kernel)
+        return bool(problems)
+
+    def _depmod(self, kernel: str) -> None:
+        system_map = self.kernel_tree(kernel) / "System.map"
+        depmod.update(self.modules_dir, kernel, self.params.modules, scratch=self.plan_dir / f"depmod-{kernel}",
+                      system_map=system_map if system_map.is_file() else None, log=self.log)
 
     def result(self, built: list[str], failures: list[str]) -> Result:
         if failures:
@@ -284,10 +355,14 @@ class Build:
         self.log.info(f"kernel {kernel}: {_summary(checks)} verified{' and signed' if self.signing else ''}; "
                       f"renamed into {live}")
 
-    def sign_file(self, kernel: str) -> Path:
+    def kernel_tree(self, kernel: str) -> Path:
+        """The kernel-devel tree of `kernel` (scripts/sign-file, System.map)."""
         if self.params.kernel_tree_dir:
-            return Path(self.params.kernel_tree_dir) / "kernels" / kernel / "scripts" / "sign-file"
-        return Path(self.params.builder_root) / "usr/src/kernels" / kernel / "scripts" / "sign-file"
+            return Path(self.params.kernel_tree_dir) / "kernels" / kernel
+        return Path(self.params.builder_root) / "usr/src/kernels" / kernel
+
+    def sign_file(self, kernel: str) -> Path:
+        return self.kernel_tree(kernel) / "scripts" / "sign-file"
 
     def _clean_leftovers(self) -> None:
         """Staging left by builders that died: safe to remove, since we hold the lock."""
@@ -342,138 +417,41 @@ def sign(module: Path, sign_file: Path, key: Path, cert: Path) -> None:
                         f"{': ' + detail[-1] if detail else ''}; check the key and certificate")
 
 
-@dataclass(frozen=True)
-class Lease:
-    """Who holds the build lock: kept in the lock file, so that it outlives a step and names a dead holder."""
+@contextmanager
+def _ended_by_sigterm() -> Iterator[None]:
+    """SIGTERM (a step's timeout, a deleted pod) unwinds like an error, so the builder's group is ended."""
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise CssrError("could not finish the build: this step was told to stop (SIGTERM); the builder was ended")
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave signals to it
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
-    owner: str
-    host: str
-    pid: int
-    since: float
-    span: str  # "process": held with the flock for one process's life; "task": across a Task's steps
 
-    def describe(self) -> str:
-        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.since)) if self.since else "an unknown time"
-        return f"{self.owner} (pid {self.pid} on {self.host}, {self.span} lease since {when})"
-
-
-class BuildLock:
-    """flock on `<modules-dir>/.cssr-build.lock`, plus the lease written in that file.
-
-    The flock guards each change of the lease and, in the one-process mode, the whole build; the
-    kernel drops it when its holder dies, so a lease of span "process" found under a free flock is
-    stale. A lease of span "task" outlives the steps that took it, and is stale when neither it
-    nor its build's heartbeat file changed for stale-after seconds.
-    """
-
-    def __init__(self, modules_dir: Path, owner: str, span: str, *, timeout: float, stale_after: float,
-                 log: Log) -> None:
-        self.path = modules_dir / LOCK_FILE
-        self.staging = modules_dir / STAGING
-        self.owner, self.span, self.timeout, self.stale_after, self.log = owner, span, timeout, stale_after, log
-        self.fd: int | None = None
-
-    def acquire(self, *, resume: bool = False) -> None:
-        """Wait up to `timeout` seconds for the lock. With resume, the lease must already be ours."""
+def _end_group(proc: subprocess.Popen[bytes]) -> None:
+    """End kmod-build.sh's process group: whatever the builder left running goes with it."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o664)
-        except OSError as e:
-            raise CssrError(f"could not open the build lock {self.path}: {e.strerror}; the modules volume must "
-                            "be mounted and writable") from None
-        deadline = time.monotonic() + self.timeout
-        waited = False
-        start = time.monotonic()
-        while True:
-            holder = self._read(fd)
-            if self._try_flock(fd):
-                holder = self._read(fd)
-                if resume:
-                    if holder is None or holder.owner != self.owner:
-                        self._close(fd)
-                        taken = f"is held by {holder.describe()}" if holder else "was released"
-                        raise CssrError(f"could not resume build {self.owner}: its build lease {taken}, so its "
-                                        "staged modules are gone; the build took longer than stale-after, or "
-                                        "another run took over; run the Task again")
-                    break
-                if holder is None or holder.owner == self.owner:
-                    break
-                stale = self._stale(holder)
-                if stale:
-                    self.log.warn(f"taking over the build lock from {holder.describe()}: {stale}")
-                    break
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            if time.monotonic() >= deadline:
-                self._close(fd)
-                who = holder.describe() if holder else "another process"
-                raise WaitTimeout(f"could not take the build lock {self.path} within {self.timeout:.0f}s: held by "
-                                  f"{who}; wait for that build to finish, or raise lock-timeout")
-            if not waited:
-                self.log.info(f"waiting up to {self.timeout:.0f}s for the build lock, held by "
-                              f"{holder.describe() if holder else 'another process'}")
-                waited = True
-            time.sleep(POLL_SECONDS)
-        if waited:
-            self.log.info(f"took the build lock after {time.monotonic() - start:.1f}s")
-        self.fd = fd
-        lease = Lease(self.owner, _host(), os.getpid(), time.time(), self.span)
-        data = json.dumps(dataclasses.asdict(lease)).encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, data, 0)
-        os.fsync(fd)
-
-    def detach(self) -> None:
-        """Let go of the flock and keep the lease: the Task's later step resumes it."""
-        if self.fd is not None:
-            self._close(self.fd)
-            self.fd = None
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.ftruncate(self.fd, 0)
-            self._close(self.fd)
-            self.fd = None
-
-    @staticmethod
-    def _try_flock(fd: int) -> bool:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            break
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except OSError as e:
-            if e.errno in (errno.EAGAIN, errno.EACCES):
-                return False
-            raise CssrError(f"could not lock the build lock file: {e.strerror}; the volume must support "
-                            "flock (CephFS and NFSv4 do)") from None
-
-    @staticmethod
-    def _close(fd: int) -> None:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-
-    @staticmethod
-    def _read(fd: int) -> Lease | None:
-        raw = os.pread(fd, 4096, 0)
-        if not raw.strip():
-            return None
-        try:
-            data = json.loads(raw)
-            return Lease(str(data["owner"]), str(data["host"]), int(data["pid"]), float(data["since"]),
-                         str(data["span"]))
-        except (ValueError, KeyError, TypeError):
-            return Lease("an unreadable lock record", "?", 0, 0.0, "process")
-
-    def _stale(self, lease: Lease) -> str:
-        """Why the lease is stale, or "" when its holder may still be alive."""
-        if lease.span != "task":
-            return "its process is gone (the kernel released its lock)"
-        beats = [lease.since] + [p.stat().st_mtime for p in (self.staging / lease.owner / "heartbeat",)
-                                 if p.exists()]
-        idle = time.time() - max(beats)
-        if idle > self.stale_after:
-            return f"no sign of life for {idle:.0f}s (stale-after is {self.stale_after:.0f}s)"
-        return ""
+            proc.wait(END_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            continue
+        if sig == signal.SIGTERM and proc.returncode is not None:
+            # the leader is gone; one SIGKILL for any member that ignored SIGTERM
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            break
+    proc.wait()
 
 
 def _fail_unless_ok(checks: Sequence[Check], what: str) -> None:
@@ -493,10 +471,3 @@ def _fsync(path: Path) -> None:
     finally:
         os.close(fd)
 
-
-def _host() -> str:
-    """This pod's name on a cluster (every step of a TaskRun shares it), the machine's name elsewhere."""
-    host = socket.gethostname()
-    if not host or not all(c.isalnum() or c in "._-" for c in host):
-        raise ConfigError(f"could not use the host name {host!r} to name the build; set a plain host name")
-    return host

@@ -18,6 +18,10 @@ from .params import Reader
 
 DEFAULT_MODULES = ("igb_uio", "rte_kni")
 SUFFIXES = (".ko", ".ko.xz")
+# The in-tree module igb_uio needs (its symbols __uio_register_device, uio_event_notify, ...): it must be
+# in the kernel's own tree, built as a module (modules.dep) or into the kernel (modules.builtin).
+IN_TREE = "uio"
+_MODULE_SUFFIX = re.compile(r"\.ko(\.(xz|zst|gz))?$")
 KERNEL_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._+~-]*"
 MODULE_PATTERN = r"[A-Za-z0-9_-]+"
 
@@ -146,3 +150,40 @@ def _missing(directory: Path, module: str) -> str:
     present = sorted(p.name for p in directory.iterdir())
     shown = ", ".join(present[:6]) + (f" and {len(present) - 6} more" if len(present) > 6 else "")
     return f"missing: no {looked}; the directory holds {shown or 'nothing'}"
+
+
+def read_modules_dep(tree: str | Path) -> dict[str, str] | None:
+    """`<tree>/modules.dep` as module name -> path in the tree; None when the tree has no modules.dep.
+
+    Built-in modules (`modules.builtin`) are included with their path: for a dependency check they are there.
+    """
+    tree = Path(tree)
+    try:
+        lines = (tree / "modules.dep").read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    try:
+        lines += [f"{line}:" for line in (tree / "modules.builtin").read_text(errors="replace").splitlines()]
+    except OSError:
+        pass
+    found: dict[str, str] = {}
+    for line in lines:
+        path = line.partition(":")[0].strip()
+        if path:
+            found.setdefault(_MODULE_SUFFIX.sub("", path.rsplit("/", 1)[-1]).replace("-", "_"), path)
+    return found
+
+
+def dep_problems(deps: dict[str, str] | None, modules: Sequence[str], kernel: str) -> list[str]:
+    """What keeps `modprobe <module>` from resolving each DPDK module of `kernel`, from its modules.dep."""
+    if deps is None:
+        return [f"kernel {kernel} has no modules.dep (was the kernel tree laid out?)"]
+    problems = []
+    unlisted = [m for m in modules if deps.get(m.replace("-", "_"), "").rsplit("/", 1)[0] != "dpdk"]
+    if unlisted:
+        problems.append(f"modules.dep of kernel {kernel} does not list {', '.join(f'dpdk/{m}.ko' for m in unlisted)} "
+                        "(depmod has not run since they were built)")
+    if IN_TREE not in deps:
+        problems.append(f"kernel {kernel}'s tree has no {IN_TREE} module (neither in modules.dep nor in "
+                        f"modules.builtin), which igb_uio needs; lay out the kernel's full modules tree")
+    return problems

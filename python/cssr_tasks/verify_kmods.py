@@ -3,8 +3,9 @@
 Each `<modules-dir>/<kver>/dpdk/<module>.ko` (or `.ko.xz`) must exist, be an ELF relocatable
 object for the kernel's architecture, and carry a `.modinfo` vermagic whose first word is the
 kernel release; with require-signature it must also end in an appended module signature. The
-files are read in Python (no modinfo binary). One row per file is logged, and every failing
-file is named, with what was found, in one error.
+files are read in Python (no modinfo binary). The kernel's `modules.dep` must list every module
+(so that `modprobe igb_uio` finds it) and the in-tree `uio` they need. One row per file is logged,
+and every failing file or tree is named, with what was found, in one error.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from . import kernels as kernel_versions
+from . import kmod_checks
 from .errors import CssrError
 from .kmod_checks import DEFAULT_MODULES, Check, read_kernels, read_modules, verify_tree
 from .log import Log
@@ -61,6 +64,13 @@ def run(params: Params, *, cluster: None = None, log: Log) -> Result:
         raise CssrError(f"could not verify {len(failed)} of {len(checks)} kernel module files in "
                         f"{params.modules_dir}: " + " | ".join(c.describe() for c in failed)
                         + "; rebuild them with the cssr-build-kmods Task (cssr-tasks build-kmods)")
+    trees = [p for kernel in params.kernels
+             for p in kmod_checks.dep_problems(kmod_checks.read_modules_dep(Path(params.modules_dir) / kernel),
+                                               params.modules, kernel)]
+    if trees:
+        raise CssrError(f"could not verify the module index in {params.modules_dir}: " + " | ".join(trees)
+                        + "; run the cssr-build-kmods Task (cssr-tasks build-kmods), whose commit runs depmod")
+    log.info(f"modules.dep of each kernel lists {', '.join(params.modules)} and the in-tree uio")
     modules, note = compact_result(checks)
     if note:
         log.info(f"result modules {note} to stay within {RESULT_BUDGET} bytes; the table above has every detail")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ class Kernel:
     release: str
     headers: Path
     modules: dict[str, Path]  # module name -> built .ko
+    uio: Path  # the in-tree uio.ko they need (kmod_standin.build_uio)
 
 
 def _debian_headers() -> Path:
@@ -58,7 +60,8 @@ def kernels(tmp_path_factory: pytest.TempPathFactory) -> list[Kernel]:
         igb_uio = kmod_standin.build_igb_uio(path, source, root / f"build-{name}")
         rte_kni = igb_uio.with_name("rte_kni.ko")
         rte_kni.write_bytes(kmod_standin.rename_module(igb_uio.read_bytes(), "igb_uio", "rte_kni"))
-        found.append(Kernel(name, path, {"igb_uio": igb_uio, "rte_kni": rte_kni}))
+        uio = kmod_standin.build_uio(path, root / f"uio-{name}")
+        found.append(Kernel(name, path, {"igb_uio": igb_uio, "rte_kni": rte_kni}, uio))
     return found
 
 
@@ -75,12 +78,28 @@ def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def install(kernel: Kernel, modules_dir: Path, *, modules: tuple[str, ...] = ("igb_uio", "rte_kni"),
             release: str | None = None) -> Path:
-    """Copy the kernel's modules to modules_dir/<release>/dpdk/, as a finished build leaves them."""
-    dpdk = modules_dir / (release or kernel.release) / "dpdk"
+    """Copy the kernel's modules to modules_dir/<release>/dpdk/, as a finished build leaves them: in a tree
+    that holds the in-tree uio, indexed by the real depmod."""
+    release = release or kernel.release
+    dpdk = modules_dir / release / "dpdk"
     dpdk.mkdir(parents=True, exist_ok=True)
     for module in modules:
         shutil.copy(kernel.modules[module], dpdk / f"{module}.ko")
+    uio = modules_dir / release / "kernel" / "drivers" / "uio" / "uio.ko"
+    if not uio.exists():
+        uio.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(kernel.uio, uio)
+    depmod(modules_dir, release)
     return dpdk
+
+
+def depmod(modules_dir: Path, release: str) -> None:
+    """kmod's depmod over modules_dir/<release> (it reads <base>/lib/modules/<release>)."""
+    require_tool("depmod")
+    with tempfile.TemporaryDirectory() as base:
+        (Path(base) / "lib").mkdir()
+        (Path(base) / "lib" / "modules").symlink_to(modules_dir.absolute())
+        subprocess.run(["depmod", "-b", base, release], capture_output=True, check=True)
 
 
 @dataclass
@@ -115,14 +134,21 @@ class Volume:
         return [part for name, value in flags.items() for part in (f"--{name}", value)]
 
 
+def lay_out_tree(kernel: Kernel, modules_dir: Path) -> Path:
+    """modules_dir/<release> as the kernel's package lays it out: the in-tree uio.ko, and modules.dep naming it."""
+    tree = modules_dir / kernel.release
+    (tree / "kernel" / "drivers" / "uio").mkdir(parents=True)
+    shutil.copy(kernel.uio, tree / "kernel" / "drivers" / "uio" / "uio.ko")
+    (tree / "modules.dep").write_text("kernel/drivers/uio/uio.ko:\n")
+    return tree
+
+
 @pytest.fixture
 def volume(tmp_path: Path, kernels: list[Kernel]) -> Volume:
     """A volume with both kernels' trees laid out (as cssr-init does) and no modules built yet."""
     path, root = tmp_path / "volume", tmp_path / "root"
     for kernel in kernels:
-        tree = path / "modules" / kernel.release
-        (tree / "kernel" / "drivers" / "uio").mkdir(parents=True)
-        (tree / "modules.dep").write_text("kernel/drivers/uio/uio.ko:\n")
+        tree = lay_out_tree(kernel, path / "modules")
         (tree / "build").symlink_to(f"/usr/src/kernels/{kernel.release}")  # RHEL's link, dangling here
         (path / "kernels").mkdir(parents=True, exist_ok=True)
         (path / "kernels" / kernel.release).symlink_to(kernel.headers)
@@ -130,3 +156,19 @@ def volume(tmp_path: Path, kernels: list[Kernel]) -> Volume:
     record = tmp_path / "builds.txt"
     builder = kmod_standin.write_builder(tmp_path / "dpdk_build.sh", record=record, source=_igb_uio_source())
     return Volume(path, root, builder, record, kernels)
+
+
+def modprobe_plan(modules_dir: Path, kernel: str, module: str, base: Path) -> list[str]:
+    """What `modprobe -n -v` would insmod for `module` against the volume's tree: kmod's own resolution.
+
+    modprobe -d reads <base>/lib/modules/<kernel>; `base` gets that link to the volume's modules folder.
+    """
+    require_tool("modprobe")
+    if not (base / "lib" / "modules").exists():
+        (base / "lib").mkdir(parents=True)
+        (base / "lib" / "modules").symlink_to(modules_dir)
+    done = subprocess.run(["modprobe", "-n", "-v", "-d", str(base), "-S", kernel, module],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return [line.split()[1].removeprefix(f"{base}/lib/modules/{kernel}/") for line in done.stdout.splitlines()
+            if line.startswith("insmod ")]

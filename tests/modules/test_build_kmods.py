@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from modsupport import Kernel, Volume, install
+from modsupport import Kernel, Volume, install, modprobe_plan
 
 from cssr_tasks import build_kmods
 from cssr_tasks.elf import read_module
@@ -46,7 +46,7 @@ def assert_no_leftovers(volume: Volume) -> None:
     assert not (volume.root / "usr/src/kernels").exists() or list((volume.root / "usr/src/kernels").iterdir()) == []
 
 
-def test_builds_every_kernel_through_a_private_view(volume, run_cli):
+def test_builds_every_kernel_through_a_private_view(volume, run_cli, tmp_path):
     run = run_cli(["build-kmods", *volume.args()])
     assert run.code == 0, run.err
     releases = [k.release for k in volume.kernels]
@@ -54,12 +54,20 @@ def test_builds_every_kernel_through_a_private_view(volume, run_cli):
     assert sorted(volume.builds()) == sorted(releases)  # the stand-in checked uname -r == KERNEL_VERSION
     assert_verified(volume)
     for kernel in volume.kernels:
-        # the tree itself is untouched: only dpdk/ was added, next to what cssr-init laid out
+        # the tree keeps what cssr-init laid out: dpdk/ was added, and depmod's index files rewritten
         tree = volume.modules_dir / kernel.release
-        assert sorted(p.name for p in tree.iterdir()) == ["build", "dpdk", "kernel", "modules.dep"]
+        assert sorted(p.name for p in tree.iterdir() if not p.name.startswith("modules.")) == \
+            ["build", "dpdk", "kernel"]
         assert read_module(tree / "dpdk/rte_kni.ko").info("name") == "rte_kni"
+        # depmod resolved igb_uio's undefined uio symbols against the tree's uio.ko
+        dep = (tree / "modules.dep").read_text().splitlines()
+        assert "dpdk/igb_uio.ko: kernel/drivers/uio/uio.ko" in dep
+        assert "dpdk/rte_kni.ko: kernel/drivers/uio/uio.ko" in dep
+        assert modprobe_plan(volume.modules_dir, kernel.release, "igb_uio", tmp_path / f"base-{kernel.release}") \
+            == ["kernel/drivers/uio/uio.ko", "dpdk/igb_uio.ko"]
     assert_no_leftovers(volume)
     assert "renamed into" in run.err
+    assert re.search(r"kernel \S+: depmod took \d+\.\d\ds; \S+/modules.dep lists igb_uio, rte_kni and uio", run.err)
 
 
 def test_verified_modules_start_no_builder(volume, run_cli):
@@ -294,18 +302,33 @@ def test_a_volume_that_is_not_a_folder_is_one_clear_line(volume, run_cli, tmp_pa
 @pytest.mark.parametrize(("flags", "expected"), [
     ({"builder_command": "'unclosed"}, """param builder-command="'unclosed" is not valid shell words (No closing quotation)"""),
     ({"builder_output": "/out/dpdk"}, "with {kernel} as one of its path components"),
-    ({"builder_output": "/out/{kernal}"}, "is not a valid template"),
+    ({"builder_output": "/out/{kernal}"}, "has the field {kernal}, which is not a plain template field"),
+    ({"builder_output": "/out/{kernel.foo}"}, "has the field {kernel.foo}, which is not a plain template field"),
+    ({"builder_output": "/out/{kernel[x]}"}, "has the field {kernel[x]}, which is not a plain template field"),
+    ({"builder_output": "/out/{kernel:>2000000000}"}, "has the field {kernel:>2000000000}, which is not a plain"),
+    ({"builder_output": "/out/{kernel!r}"}, "has the field {kernel!r}, which is not a plain template field"),
+    ({"builder_output": "/out/{kernel"}, "is not a valid template (expected '}' before end of string)"),
+    ({"modules_dir": ""}, "param modules-dir is empty; give the modules volume's folder"),
+    ({"modules_dir": "relative/modules"}, "param modules-dir='relative/modules' is not valid"),
     ({"kernels": "5.14.0-1"}, "param kernels is not valid JSON"),
     ({"kernels": '["bad kernel"]'}, "param kernels has invalid kernel versions"),
     ({"modules": "igb uio"}, "param modules='igb uio' is not valid"),
     ({"builder_root": "relative"}, "param builder-root='relative' is not valid"),
-], ids=["unparsable-command", "output-without-kernel", "output-typo", "kernels-not-json", "kernel-with-space",
-        "module-with-space", "relative-root"])
+], ids=["unparsable-command", "output-without-kernel", "output-typo", "output-attribute", "output-index",
+        "output-huge-width", "output-conversion", "output-unclosed", "empty-modules-dir", "relative-modules-dir",
+        "kernels-not-json", "kernel-with-space", "module-with-space", "relative-root"])
 def test_bad_params_are_config_errors(volume, run_cli, flags, expected):
+    """One line, exit 2, and nothing written: not the lock or staging in /usr/lib/modules (the default
+    modules-dir, which an empty value used to fall back to), nor in the working directory."""
+    default_lock = Path("/usr/lib/modules") / build_kmods.LOCK_FILE
+    existed = default_lock.exists()
     run = run_cli(["build-kmods", *volume.args(**flags)])
     assert run.code == 2
     assert expected in run.err
+    assert len(run.err.strip().splitlines()) == 1 and "Traceback" not in run.err
     assert volume.builds() == []
+    assert default_lock.exists() == existed
+    assert not Path("relative").exists()
 
 
 FAKE_CSSR_INIT = """#!/bin/sh
@@ -314,6 +337,8 @@ set -eu
 echo "$CSSR_KERNEL" >> "$CSSR_VOLUME/../layouts.txt"
 mkdir -p "$CSSR_VOLUME/modules/$CSSR_KERNEL" "$CSSR_VOLUME/kernels"
 touch "$CSSR_VOLUME/modules/$CSSR_KERNEL/modules.dep"
+mkdir -p "$CSSR_VOLUME/modules/$CSSR_KERNEL/kernel/drivers/uio"
+cp "$(cat "$CSSR_VOLUME/../uio-$CSSR_KERNEL")" "$CSSR_VOLUME/modules/$CSSR_KERNEL/kernel/drivers/uio/uio.ko"
 [ -e "$CSSR_VOLUME/kernels/$CSSR_KERNEL" ] || ln -s "$(cat "$CSSR_VOLUME/../headers-$CSSR_KERNEL")" \
   "$CSSR_VOLUME/kernels/$CSSR_KERNEL"
 """
@@ -326,6 +351,7 @@ def test_the_tasks_steps_in_order_as_the_pod_runs_them(volume, tmp_path):
     fresh.mkdir()
     for kernel in volume.kernels:
         (tmp_path / f"headers-{kernel.release}").write_text(str(kernel.headers))
+        (tmp_path / f"uio-{kernel.release}").write_text(str(kernel.uio))
     bin_dir = tmp_path / "image-bin"
     bin_dir.mkdir()
     (bin_dir / "cssr-init").write_text(FAKE_CSSR_INIT)
@@ -389,6 +415,7 @@ def test_the_task_through_the_local_executor_with_the_builders_real_paths(volume
     workspace = tmp_path / "workspace"
     for kernel in volume.kernels:
         (tmp_path / f"headers-{kernel.release}").write_text(str(kernel.headers))
+        (tmp_path / f"uio-{kernel.release}").write_text(str(kernel.uio))
     bin_dir = tmp_path / "image-bin"
     bin_dir.mkdir()
     (bin_dir / "cssr-init").write_text(FAKE_CSSR_INIT.replace("$CSSR_VOLUME/../", f"{tmp_path}/"))

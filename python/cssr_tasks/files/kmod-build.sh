@@ -19,7 +19,8 @@
 # so the builder's output lands in the view, never in the live tree; the builder runs with
 # KERNEL_VERSION=<kver> and a `uname` first on PATH that answers -r with <kver>; its output
 # directory moves to PLAN_DIR/<kver>; a failure leaves PLAN_DIR/<kver>.failed holding the reason.
-# Exit status: 0 when every kernel built, 1 otherwise.
+# PLAN_DIR/heartbeat is touched every 5 s while this script runs, PLAN_DIR/exited is written when every
+# builder has ended. Exit status: 0 when every kernel built, 1 otherwise.
 set -eu
 
 plan_dir=${1:?usage: kmod-build.sh PLAN_DIR}
@@ -44,7 +45,11 @@ while IFS= read -r arg; do
   set -- "$@" "$arg"
 done < "$plan_dir/argv"
 
-# A heartbeat, so that a build that outlives its lease's stale-after is not taken over.
+# A heartbeat while this script (and so its builder) lives: no run takes the lease over while it is
+# fresh, even when the process that holds the lock is gone (build_lock.py). The first beat is
+# written before any builder starts; the exit mark only once every builder has ended.
+rm -f "$plan_dir/exited"
+touch "$plan_dir/heartbeat"
 (
   while kill -0 $$ 2>/dev/null; do
     touch "$plan_dir/heartbeat"
@@ -150,4 +155,5 @@ while read -r key kernel output; do
   [ "$key" = kernel ] || continue
   build "$kernel" "$output" "$@" < /dev/null || status=1
 done < "$plan_dir/plan"
+touch "$plan_dir/exited"
 exit "$status"

@@ -211,9 +211,14 @@ def kernel_tree(rootfs: Path, kernel: str, *, payload_bytes: int = 0, headers: P
         (devel / "Module.symvers").write_text(f"0x00000000\tuio_register_device\tvmlinux\tEXPORT_SYMBOL\t# {kernel}\n")
         (devel / "include" / "generated" / "utsrelease.h").write_text(f'#define UTS_RELEASE "{kernel}"\n')
     modules = rootfs / "usr" / "lib" / "modules" / kernel
-    (modules / "kernel" / "drivers" / "uio").mkdir(parents=True, exist_ok=True)
-    (modules / "kernel" / "drivers" / "uio" / "uio.ko.xz").write_bytes(b"\xfd7zXZ\x00fake uio " + kernel.encode())
-    (modules / "modules.dep").write_text("kernel/drivers/uio/uio.ko.xz:\n")
+    # the in-tree uio that igb_uio needs: depmod on the volume resolves its symbols (kmod_standin.build_uio)
+    uio = modules / "kernel" / "drivers" / "uio" / "uio.ko"
+    uio.parent.mkdir(parents=True, exist_ok=True)
+    if headers is not None:
+        shutil.copy(kmod_standin.build_uio(devel, rootfs.parent / f"uio-build-{kernel}"), uio)
+    else:
+        uio.write_bytes(kmod_standin.synthetic_module("uio", kernel))
+    (modules / "modules.dep").write_text("kernel/drivers/uio/uio.ko:\n")
     (modules / "modules.alias").write_text("# Aliases extracted from modules themselves.\n")
     (modules / "build").symlink_to(f"/usr/src/kernels/{kernel}")
     if payload_bytes:

@@ -15,6 +15,10 @@ Juniper's `kmod-builder` image is not public. What stands in for it, in the modu
   ROOT/usr/lib/modules/$(uname -r), writes ROOT/usr/lib/modules/$(uname -r)/dpdk/{igb_uio,rte_kni}.ko,
   checks that `uname -r` agrees with KERNEL_VERSION (kmod-build.sh's shim and variable), and
   records each kernel it built.
+- **The in-tree uio.** igb_uio needs the kernel's own `uio` module, and `linux-headers` carries no
+  `.ko`: `build_uio` compiles a module named uio that exports uio's API (`__uio_register_device`,
+  `uio_unregister_device`, `uio_event_notify`, with the prototypes of `<linux/uio_driver.h>`) and
+  does nothing else. depmod resolves igb_uio's undefined symbols against it, as against the real one.
 - **Without headers** (no linux-headers, dpdk-kmods, make or gcc), the builder writes synthetic
   modules instead: minimal ELF relocatables whose `.modinfo` names the module and the kernel's
   vermagic, which is all the verification reads.
@@ -86,6 +90,34 @@ def build_igb_uio(headers: Path, source: Path, work: Path) -> Path:
     if run.returncode != 0:
         raise RuntimeError(f"could not build igb_uio against {headers}:\n{run.stdout}{run.stderr}")
     return work / "igb_uio.ko"
+
+
+_UIO_SOURCE = """// Stand-in for drivers/uio/uio.c (cssr_tasks.sim.kmod_standin): uio's exported API, no driver.
+#include <linux/module.h>
+#include <linux/uio_driver.h>
+int __uio_register_device(struct module *owner, struct device *parent, struct uio_info *info) { return -ENODEV; }
+EXPORT_SYMBOL_GPL(__uio_register_device);
+int __devm_uio_register_device(struct module *owner, struct device *parent, struct uio_info *info) { return -ENODEV; }
+EXPORT_SYMBOL_GPL(__devm_uio_register_device);
+void uio_unregister_device(struct uio_info *info) { }
+EXPORT_SYMBOL_GPL(uio_unregister_device);
+void uio_event_notify(struct uio_info *info) { }
+EXPORT_SYMBOL_GPL(uio_event_notify);
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("stand-in for the in-tree uio module");
+"""
+
+
+def build_uio(headers: Path, work: Path) -> Path:
+    """uio.ko (the stand-in above) built against `headers` in `work`."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "uio.c").write_text(_UIO_SOURCE)
+    (work / "Kbuild").write_text("obj-m := uio.o\n")
+    run = subprocess.run(["make", "-C", str(headers), f"M={work}", "MODULE_CFLAGS=-fno-PIE", "modules"],
+                         capture_output=True, text=True, check=False)
+    if run.returncode != 0:
+        raise RuntimeError(f"could not build the uio stand-in against {headers}:\n{run.stdout}{run.stderr}")
+    return work / "uio.ko"
 
 
 def rename_module(data: bytes, old: str, new: str) -> bytes:
