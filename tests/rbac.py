@@ -31,10 +31,6 @@ PLATFORM: dict[str, list[dict[str, Any]]] = {
     "system:openshift:scc:privileged": [
         {"apiGroups": ["security.openshift.io"], "resources": ["securitycontextconstraints"],
          "resourceNames": ["privileged"], "verbs": ["use"]}],
-    # Made by the OpenShift Pipelines operator for its default SCC, pipelines-scc.
-    "pipelines-scc-clusterrole": [
-        {"apiGroups": ["security.openshift.io"], "resources": ["securitycontextconstraints"],
-         "resourceNames": ["pipelines-scc"], "verbs": ["use"]}],
     # The internal registry authorizes a pull as get, a push as update on imagestreams/layers, and
     # the first push to a new ImageStream as create on imagestreams.
     "system:image-builder": [

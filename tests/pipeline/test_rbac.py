@@ -7,6 +7,10 @@ which decides as the Kubernetes RBAC authorizer does. The requests are the simul
 makes them, plus the checks other components make on its behalf and which never reach the log: the internal
 registry's pull and push checks, and SCC admission of each TaskRun pod (from the Tasks' securityContexts).
 The pool watcher's requests, in a rolling upgrade, are checked the same way against its own rules.
+
+A PipelineRun that names no ServiceAccount (the console's Start dialog, tkn without -s) runs as the namespace's
+`pipeline` account, OpenShift Pipelines' default: the install binds the same roles to it, and the replayed run,
+which names none, is checked as that account too.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import pytest
 import yaml
 from pytest_httpserver import HTTPServer
 
-from cssr_tasks import cli, kernels
+from cssr_tasks import cli, kernels, manifests
 from cssr_tasks import watch_pools as wp
 from cssr_tasks.cluster import Cluster, RetrySettings
 from cssr_tasks.log import Log
@@ -42,6 +46,7 @@ from support import REPO, require_tool
 
 NS = "cssr"
 PIPELINE_SA = "cssr-deploy"
+DEFAULT_SA = "pipeline"  # OpenShift Pipelines' default-service-account, made in every namespace
 WATCHER_SA = "cssr-watch-pools"
 FAST = {"PARAM_POLL_INTERVAL": "0.01", "PARAM_GATE_TIMEOUT": "10", "PARAM_ROLLOUT_TIMEOUT": "10"}
 TASKS = [yaml.safe_load(p.read_text()) for p in sorted((REPO / "tasks").glob("*.yaml"))]
@@ -142,6 +147,11 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory) -> list[Request]:
         installed(demo.sim)
         outcome = demo.run("cssr-deploy-rbac")
         assert outcome.status == "Succeeded", [(t.name, t.status) for t in outcome.tasks]
+        # the run names no ServiceAccount, as the console's Start dialog makes it: its TaskRuns run as `pipeline`
+        [run] = demo.sim.objects("tekton.dev/v1", "PipelineRun", NS)
+        assert "serviceAccountName" not in str(run["spec"])
+        assert {t["spec"]["serviceAccountName"] for t in demo.sim.objects("tekton.dev/v1", "TaskRun", NS)} == {
+            DEFAULT_SA}
         skip = kubelet_reads(demo.pipeline_file)
         found = [r for r in steps_requests(demo.sim, "the pipeline")
                  if not (r.verb == "get" and (r.resource, r.name) in skip)]
@@ -197,7 +207,7 @@ def traffic_test(folder: Path) -> list[Request]:
             command(sim, folder, "smoke-test", {
                 "PARAM_NAMESPACE": NS, "PARAM_STATEFULSET": "cssr", "PARAM_API_PORT": str(fake.port),
                 "PARAM_CREDENTIALS_DIR": str(credentials), "PARAM_ROUTER_NAME": ssr.ROUTER, "PARAM_TRAFFIC": "true",
-                "PARAM_TIMEOUT": "5", "PARAM_INTERVAL": "0"})
+                "PARAM_TIMEOUT": "5", "PARAM_INTERVAL": "0.1"})
             return steps_requests(sim, "smoke-test with traffic")
     finally:
         fake.server.stop()
@@ -229,6 +239,18 @@ def test_every_request_of_the_pipeline_is_allowed(pipeline_requests, pipeline_ac
     requests = pipeline_requests[scenario]
     assert requests
     denied = pipeline_account.denied(requests)
+    assert not denied, "denied:\n" + "\n".join(denied)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_a_run_without_a_service_account_is_allowed_as_the_namespaces_pipeline_account(pipeline_requests, scenario):
+    """Issue 13: the console's runs took `pipeline` and failed in preflight with forbidden."""
+    account = Authorizer.for_service_account(rendered_repo(), DEFAULT_SA, NS)
+    requests = pipeline_requests[scenario]
+    assert any("preflight" in r.why or r.resource == "customresourcedefinitions" for r in requests) or \
+        scenario == "traffic"
+    denied = account.denied(requests)
     assert not denied, "denied:\n" + "\n".join(denied)
 
 
@@ -294,6 +316,52 @@ def test_every_request_of_the_watcher_is_allowed_and_every_rule_used(watcher_req
 
 
 # -- the rules themselves ----------------------------------------------------------------------------------
+
+
+def named_rule(resource: str) -> set[str]:
+    """The names every rule that writes (or uses) `resource` is limited to; a rule without names fails."""
+    names: set[str] = set()
+    for obj in own_rbac():
+        for rule in obj.get("rules") or []:
+            if resource in (rule.get("resources") or []) and {"patch", "create", "update", "use"} & set(rule["verbs"]):
+                assert rule.get("resourceNames"), f"{obj['kind']} {obj['metadata']['name']} grants any {resource}"
+                names |= set(rule["resourceNames"])
+    return names
+
+
+def test_power_over_nodes_is_granted_by_the_names_apply_manifests_renders_for_the_pipelines_defaults():
+    """Issue 14: get, patch and create of ANY MachineConfig (root on every node, control plane included), and
+    cluster-wide on PerformanceProfiles, SR-IOV policies and networks; now each is limited to the names the
+    suite writes with the Pipeline's defaults, in both hugepages methods and both network modes."""
+    defaults = {p["name"]: p.get("default", "") for p in
+                yaml.safe_load((REPO / "pipelines" / "cssr-deploy.yaml").read_text())["spec"]["params"]}
+    rendered: dict[str, set[str]] = {}
+    for mode in ("macvlan", "sriov"):
+        for method in ("machineconfig", "performanceprofile"):
+            env = {"PARAM_POOL": defaults["pool"], "PARAM_PF_NAMES": defaults["pf-names"],
+                   "PARAM_RESOURCE_NAME": defaults["resource-name"], "PARAM_NETWORK_MODE": mode,
+                   "PARAM_HUGEPAGES_METHOD": method, "PARAM_CPU_RESERVED": "0-1", "PARAM_CPU_ISOLATED": "2-31"}
+            for m in manifests.render(manifests.Params.from_env(env)):
+                rendered.setdefault(m.kind, set()).add(m.name)
+    assert named_rule("machineconfigs") == rendered["MachineConfig"]
+    assert named_rule("performanceprofiles") == rendered["PerformanceProfile"]
+    assert named_rule("sriovnetworknodepolicies") == rendered["SriovNetworkNodePolicy"]
+    assert named_rule("sriovnetworks") == rendered["SriovNetwork"]
+    assert named_rule("securitycontextconstraints") == {"privileged", "pipelines-scc"}
+
+
+def test_the_install_binds_no_scc_role_it_does_not_name():
+    """Issue 13: pipelines-scc-clusterrole grants whatever TektonConfig names as the default SCC."""
+    refs = {(o.get("roleRef") or {}).get("name") for o in own_rbac() if o["kind"].endswith("Binding")}
+    assert "pipelines-scc-clusterrole" not in refs
+    pipeline_account = Authorizer.for_service_account(rendered_repo(), PIPELINE_SA, NS)
+    for scc in ("anyuid", "hostaccess", "restricted-v2-custom"):
+        assert not pipeline_account.allowed(Request("use", "security.openshift.io", "securitycontextconstraints", NS,
+                                                    scc))
+    assert not pipeline_account.allowed(Request("create", "machineconfiguration.openshift.io", "machineconfigs",
+                                                None, "99-master-evil"))
+    assert not pipeline_account.allowed(Request("create", "machineconfiguration.openshift.io", "machineconfigs",
+                                                None, None))  # a POST carries no name
 
 
 def own_rbac() -> list[dict[str, Any]]:
