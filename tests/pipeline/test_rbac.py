@@ -457,3 +457,33 @@ def test_an_unused_rule_and_an_unused_binding_are_reported():
     assert any("system:openshift:scc:privileged" in u and "allows no request" in u for u in unused)
     assert rule_allows({"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}, Request("get", "", "pods", "a", "p"))
     assert re.search(r"Role a/r: get namespaces\.core$", "\n".join(unused), re.M)
+
+
+def test_the_readme_security_table_says_what_the_rbac_allows_verb_by_verb():
+    """Each resource row of the README's RBAC table lists exactly the verbs (and names) the pipeline's own rules
+    grant on it."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Security"):text.index("## Layout")]
+    table: dict[str, tuple[set[str], set[str]]] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 5 or cells[0] in ("where", "---") or "system:image-builder" in cells[1]:
+            continue
+        names = set(re.findall(r"`([^`]+)`", cells[2]))
+        for resource in cells[1].split(", "):
+            verbs, known = table.setdefault(resource, (set(), set()))
+            verbs |= {v.strip() for v in cells[3].split(",")}
+            known |= names
+    granted: dict[str, tuple[set[str], set[str]]] = {}
+    for obj in own_rbac():
+        if obj["kind"] not in ("Role", "ClusterRole") or not obj["metadata"]["name"].startswith("cssr-deploy"):
+            continue
+        for rule in obj.get("rules") or []:
+            for resource in rule["resources"]:
+                verbs, known = granted.setdefault(resource, (set(), set()))
+                verbs |= set(rule["verbs"])
+                if resource != "customresourcedefinitions":  # the README counts those seven names
+                    known |= set(rule.get("resourceNames") or [])
+    assert {r: v for r, (v, _) in table.items()} == {r: v for r, (v, _) in granted.items()}
+    for resource, (_, names) in granted.items():
+        assert names <= table[resource][1], resource
