@@ -1,0 +1,89 @@
+"""Where the harness keeps things, and the loopback ports of the cluster it starts.
+
+Everything built or generated lives under `.cache/e2e/` (git-ignored); what a person or CI
+reads lives under `out/e2e/`. Ports are fixed (not 0) so that a second `make e2e` finds the
+running cluster again; they sit away from the components' defaults so that they do not clash
+with another cluster on the same machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+E2E = ROOT / "e2e"
+CACHE = ROOT / ".cache" / "e2e"
+OUT = ROOT / "out" / "e2e"
+
+HOST = "127.0.0.1"
+ETCD_CLIENT_PORT = 23790
+ETCD_PEER_PORT = 23800
+APISERVER_PORT = 26443
+CONTROLLER_MANAGER_PORT = 26257
+SCHEDULER_PORT = 26259
+SERVICE_CIDR = "10.96.0.0/24"
+FIRST_SERVICE_IP = "10.96.0.1"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of one harness installation; tests and the CLI both take them from here."""
+
+    cache: Path = CACHE
+    out: Path = OUT
+
+    @property
+    def bin(self) -> Path:
+        return self.cache / "bin"
+
+    @property
+    def gocache(self) -> Path:
+        return self.cache / "go-build"
+
+    @property
+    def state(self) -> Path:
+        """The running cluster: certificates, etcd data, logs, the process record."""
+        return self.cache / "cluster"
+
+    @property
+    def pki(self) -> Path:
+        return self.state / "pki"
+
+    @property
+    def logs(self) -> Path:
+        return self.state / "logs"
+
+    @property
+    def etcd_data(self) -> Path:
+        return self.state / "etcd"
+
+    @property
+    def processes(self) -> Path:
+        return self.state / "processes.json"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.logs / "audit.log"
+
+    @property
+    def admin_kubeconfig(self) -> Path:
+        return self.out / "kubeconfig"
+
+    @property
+    def report(self) -> Path:
+        return self.out / "report.json"
+
+    def binary(self, name: str) -> Path:
+        return self.bin / name
+
+    def kubeconfig(self, user: str) -> Path:
+        return self.state / f"{user}.kubeconfig"
+
+
+def api_url() -> str:
+    return f"https://{HOST}:{APISERVER_PORT}"
+
+
+def etcd_url() -> str:
+    return f"http://{HOST}:{ETCD_CLIENT_PORT}"

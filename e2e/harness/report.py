@@ -1,0 +1,102 @@
+"""out/e2e/report.json: per stage, pass or fail and where the time went; and the test run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .layout import E2E, ROOT, Layout
+from .log import say
+
+
+class TestsFailed(RuntimeError):
+    pass
+
+
+class Report:
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.began = time.time()
+        self.stages: dict[str, dict[str, Any]] = {}
+
+    @contextmanager
+    def step(self, stage: str, name: str) -> Iterator[dict[str, Any]]:
+        entry: dict[str, Any] = {}
+        steps = self.stages.setdefault(stage, {"steps": {}})["steps"]
+        steps[name] = entry
+        began = time.monotonic()
+        try:
+            yield entry
+            entry["passed"] = True
+        except Exception as e:
+            entry["passed"] = False
+            entry["error"] = str(e)
+            raise
+        finally:
+            entry["wall_seconds"] = round(time.monotonic() - began, 2)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.stages) and all(
+            s.get("passed", False) for stage in self.stages.values() for s in stage["steps"].values())
+
+    def finish(self, builds: dict[str, Any]) -> None:
+        for stage in self.stages.values():
+            stage["passed"] = all(s.get("passed", False) for s in stage["steps"].values())
+            stage["timings"] = timings(stage["steps"], builds)
+        document = {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.began)),
+            "wall_seconds": round(time.time() - self.began, 1),
+            "passed": self.passed,
+            "stages": self.stages,
+            "not_attempted": {"B": "Tekton controller and webhook", "C": "kubelet, containerd, the pipeline run"},
+            "last_builds": builds,
+        }
+        self.layout.out.mkdir(parents=True, exist_ok=True)
+        self.layout.report.write_text(json.dumps(document, indent=2) + "\n")
+
+
+def timings(steps: dict[str, Any], builds: dict[str, Any]) -> dict[str, Any]:
+    """The numbers a reader wants first: build time of this run (warm when nothing changed), the
+    last real (cold or warm-cache) build per component, time to a ready API, test wall time."""
+    built = steps.get("build", {})
+    apiserver = steps.get("cluster", {}).get("kube-apiserver", {})
+    return {
+        "build_this_run_seconds": built.get("wall_seconds"),
+        "built_this_run": sorted(n for n, b in built.items() if isinstance(b, dict) and b.get("built")),
+        "last_build_seconds": {n: b.get("seconds") for n, b in builds.items()},
+        "last_build_cold_go_cache": {n: b.get("cold_go_cache") for n, b in builds.items()},
+        "api_ready_seconds": apiserver.get("seconds_to_ready"),
+        "api_reused": apiserver.get("reused"),
+        "crds_seconds": steps.get("crds", {}).get("wall_seconds"),
+        "tests_seconds": steps.get("tests", {}).get("wall_seconds"),
+    }
+
+
+def run_tests(layout: Layout, entry: dict[str, Any]) -> None:
+    """Run e2e/tests with pytest; fill `entry` with the counts and the time, also when tests fail."""
+    junit = layout.out / "junit.xml"
+    junit.unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "testpaths=e2e/tests",
+            str(E2E / "tests"), f"--junitxml={junit}"]
+    say(f"run {' '.join(argv[2:])}")
+    began = time.monotonic()
+    proc = subprocess.run(argv, cwd=ROOT, env=dict(os.environ), check=False)
+    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    if junit.exists():
+        root = ET.parse(junit).getroot()
+        suite = root.find("testsuite") if root.tag == "testsuites" else root
+        if suite is not None:
+            counts = {k: int(suite.get(k, 0)) for k in counts}
+            entry["failed"] = [f"{case.get('classname')}::{case.get('name')}" for case in suite.iter("testcase")
+                               if case.find("failure") is not None or case.find("error") is not None]
+    entry.update(counts, seconds=round(time.monotonic() - began, 1), junit=str(junit))
+    if proc.returncode:
+        raise TestsFailed(f"pytest exited {proc.returncode}: {counts}")
