@@ -9,6 +9,8 @@
 // Fleet engines (docs/fleet.md): Argo CD v3.5 (OpenShift GitOps' Application and ApplicationSet),
 // Open Cluster Management v1.3 / its policy framework v0.19 (what ACM 2.14+ ships). The newer tags
 // (OCM api v1.4+, policy v0.20) are refused by the Go module proxy; Argo CD v3.6 needs Go 1.27.
+// Prometheus Operator v0.73.2 (PrometheusRule, ServiceMonitor: deploy/monitoring): an old line (spring 2024, about
+// what OpenShift 4.16's monitoring runs), so that no field newer than an old cluster's CRD passes the tests.
 // KMM's Module CRD is not pinned: the suite writes no KMM object.
 module cssr-deploy/crds
 
@@ -24,5 +26,6 @@ require (
 	github.com/argoproj/argo-cd/v3 v3.5.8 // crds: manifests/crds/application-crd.yaml, manifests/crds/applicationset-crd.yaml
 	open-cluster-management.io/api v1.3.0 // crds: work/v1/0000_00_work.open-cluster-management.io_manifestworks.crd.yaml, cluster/v1beta1/0000_02_clusters.open-cluster-management.io_placements.crd.yaml
 	open-cluster-management.io/governance-policy-propagator v0.19.0 // crds: deploy/crds/policy.open-cluster-management.io_policies.yaml, deploy/crds/policy.open-cluster-management.io_placementbindings.yaml
+	github.com/prometheus-operator/prometheus-operator v0.73.2 // crds: example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml, example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml
 	open-cluster-management.io/config-policy-controller v0.19.0 // crds: deploy/crds/policy.open-cluster-management.io_configurationpolicies.yaml
 )
