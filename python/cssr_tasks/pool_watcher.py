@@ -33,6 +33,7 @@ from .pool_events import (
     settled,
     timestamp,
 )
+from .watch_metrics import Metrics
 from .watch_params import EVENT_ID_LABEL, EVENTLISTENER, KEY_LABEL, MCO_API, TEKTON_API, Params
 from .watch_state import StateStore
 
@@ -84,6 +85,7 @@ class Watcher:
         self.stats = Stats()
         self.threads: list[threading.Thread] = []
         self.loop_tick = clock()
+        self.metrics = Metrics(self)
 
     # -- decisions --
 
@@ -134,12 +136,14 @@ class Watcher:
                     # Never decide before knowing what was already sent: that is how duplicates happen.
                     self.state.load()
                     self.refresh_deploy_state()
+                    self.metrics.refresh_runs(self.cluster, p.pipeline_namespace, self.log)
                     self.loaded = True
                     self.last_resync = self.clock()
                     self.log.info(f"state: {len(sent_records(self.state.data))} event(s) already sent")
                 if {"machineconfigpools", "nodes"} <= self.synced:
                     self.reconcile()
             except CssrError as e:  # the cluster failed us: say so, and decide again later
+                self.metrics.sync_failed()
                 self.log.warn(f"could not finish deciding: {e}; trying again within {p.resync_seconds}s")
         self.log.info("stopped")
 
@@ -209,12 +213,16 @@ class Watcher:
                             break
                 self.heartbeat[plural] = self.clock()
                 failures = 0
+                if not self.stopping.is_set():
+                    self.metrics.watch_restarted(plural, "ended")
             except (CssrError, ValueError) as e:  # ValueError: a line of the stream that is not JSON
                 if isinstance(e, ApiError) and e.status == 410:
+                    self.metrics.watch_restarted(plural, "expired")
                     self.log.info(f"watch of {plural} expired at resourceVersion {version} (410 Gone); relisting")
                     version = None
                     continue
                 failures += 1
+                self.metrics.watch_restarted(plural, "error")
                 wait = min(30.0, 0.5 * 2 ** min(failures, 6))
                 self.log.warn(f"watch of {plural} failed: {e}; retrying in {wait:.0f}s")
                 self.stopping.wait(wait)
@@ -285,6 +293,7 @@ class Watcher:
             self.last_resync = self.clock()
             self.state.load()
             self.refresh_deploy_state()
+            self.metrics.refresh_runs(self.cluster, self.params.pipeline_namespace, self.log)
         self.retry_unrecorded()
         for name in self.params.pools:
             pool = pools.get(name)
@@ -302,6 +311,7 @@ class Watcher:
                 self.deliver(event)
             self.record_baseline(pool, nodes)
         self.stats.reconciles += 1
+        self.metrics.synced()
         self.reconciled = observed
 
     def explain(self, pool: str, reason: str) -> None:
@@ -335,17 +345,21 @@ class Watcher:
             self.log.info(f"PipelineRun {meta.get('name')} already carries idempotency key "
                           f"{event.idempotency_key} ({event.describe()}); recording it instead of sending again")
             self.stats.recovered += 1
+            self.metrics.event_recovered(event)
             self.remember(event, str((meta.get("labels") or {}).get(EVENT_ID_LABEL, "")))
             return
         self.log.info(f"sending {event.describe()}; idempotency key {event.idempotency_key}")
+        self.metrics.event_sent(event)
         try:
             event_id = self.sender.send(event)
         except CssrError as e:
             self.stats.posts_failed += 1
+            self.metrics.event_rejected(event, e)
             self.not_before[event.key] = self.clock() + self.params.resync_seconds
             self.log.warn(f"{e}; the event stays pending and is sent again within {self.params.resync_seconds}s")
             return
         self.stats.posts_accepted += 1
+        self.metrics.event_accepted(event)
         self.not_before.pop(event.key, None)
         self.log.info(f"the EventListener accepted {event.type} for pool {event.pool} (202, eventID {event_id})")
         self.remember(event, event_id)
@@ -405,6 +419,8 @@ class Watcher:
                 break
             self.stopping.wait(wait)
             wait = min(wait * 2, 2.0)
+        if self.confirm_enabled and not self.stopping.is_set():
+            self.metrics.event_unconfirmed(event)
         self.log.warn(f"no PipelineRun appeared within {self.params.confirm_seconds}s for eventID {event_id} "
                       f"({event.describe()}): the EventListener's filter rejected the event or its template "
                       f"failed; read `oc logs deploy/el-{EVENTLISTENER}`. The event counts as delivered; to send it "

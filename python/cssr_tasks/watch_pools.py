@@ -52,8 +52,8 @@ from .watch_params import (
 from .watch_state import StateStore, create_secret
 
 # The command's parts live in watch_params (params, names), pool_watcher (the loop), watch_state
-# (what it writes), watch_health (probes) and pool_events (the decisions); callers keep importing
-# them from here.
+# (what it writes), watch_health (probes), watch_metrics (/metrics) and pool_events (the decisions);
+# callers keep importing them from here.
 __all__ = ["DEFAULT_SECRET_FILE", "EVENTLISTENER", "EVENT_ID_LABEL", "KEY_LABEL", "MCO_API", "SECRET_KEY",
            "SECRET_NAME", "TEKTON_API", "TOKEN_HEADER", "EventListener", "Health", "Params", "StateStore", "Stats",
            "Watcher", "create_secret", "main", "serve"]
@@ -169,12 +169,12 @@ def serve(params: Params, *, cluster: Cluster, log: Log, retry: RetrySettings) -
     sender.token()  # fail at start, not at the first kernel change
     watcher = Watcher(params, cluster=cluster, log=log, sender=sender)
     try:
-        health = Health(watcher, params.health_port).start()
+        health = Health(watcher, params.health_port, metrics=watcher.metrics.exposition).start()
     except OSError as e:
         sender.close()
         raise ConfigError(f"could not serve the health endpoint on port {params.health_port}: {e.strerror}; "
                           "set health-port to a free port") from e
-    log.info(f"health endpoint on port {health.port} (/healthz, /readyz)")
+    log.info(f"health endpoint on port {health.port} (/healthz, /readyz, /metrics)")
     if threading.current_thread() is threading.main_thread():
         def terminate(*_: object) -> None:
             watcher.stopping.set()
