@@ -16,7 +16,8 @@ RESULT_WARN_BYTES = 1024
 
 
 def result_name(field: str) -> str:
-    return field.replace("_", "-")
+    """image_url -> image-url; a field in capitals keeps its name: IMAGE_URL is a Tekton Chains type hint."""
+    return field if field.isupper() else field.replace("_", "-")
 
 
 def encode(value: Any) -> str:

@@ -5,6 +5,13 @@ the truth: the digest is read from `<image-repository>:<kernel-set-id>`, and the
 must name the kernel set. When this run pushed (the build step left its digest in the context
 directory), the two digests are compared; a difference means another run pushed the same
 kernel set meanwhile, which is harmless (same kernels), and is logged.
+
+IMAGE_URL and IMAGE_DIGEST are Tekton Chains' type hints (tektoncd/chains docs/config.md, "Chains
+Type Hinting"): Chains signs the image they name and records the TaskRun as its provenance. They
+name the image only when this run pushed it, and are empty otherwise: Chains appends a signature
+and an attestation for every TaskRun that names an image (no duplicate check in its OCI storage),
+and a run that built nothing is not the image's provenance. image-url and image-digest always
+name what the registry serves.
 """
 
 from __future__ import annotations
@@ -40,12 +47,11 @@ class Params:
         read = Reader(environ)
         set_id = read.string("kernel-set-id", required=True, pattern=r"[0-9a-f]{12}",
                              hint="pass the kernel-set-id result of detect-kernel (12 hex digits)")
-        repository = read.string("image-repository", DEFAULT_REPOSITORY)
-        init_image.check_reference(read, "image-repository", repository, bare=True)
-        context = read.string("context-dir", "cssr-init")
+        repository = read.image("image-repository", DEFAULT_REPOSITORY, bare=True,
+                                hint="the tag is the kernel-set-id")
         workspace = environ.get("WORKSPACE_SOURCE_PATH", "")
-        if workspace and (Path(context).is_absolute() or ".." in Path(context).parts):
-            read.fail(f"param context-dir={context!r} must be a relative path inside the source workspace")
+        context = read.path("context-dir", "cssr-init", relative=bool(workspace),
+                            hint="a directory inside the source workspace, such as cssr-init" if workspace else "")
         config = init_image.read_docker_config(read, environ)
         tls = read.tls_verify()
         read.done()
@@ -59,6 +65,9 @@ class Result:
     image_url: str
     image_digest: str
     built: bool
+    # Tekton Chains' type hints: it matches the names, capitals included.
+    IMAGE_URL: str
+    IMAGE_DIGEST: str
 
 
 def run(params: Params, *, cluster: object = None, log: Log) -> Result:
@@ -81,7 +90,13 @@ def run(params: Params, *, cluster: object = None, log: Log) -> Result:
                  "same kernel set meanwhile (same kernels); the registry's digest is the result")
     state = "built and pushed by this run" if pushed else "already in the registry; nothing built"
     log.info(f"{target}@{digest}: {state}")
-    return Result(image_url=str(target), image_digest=digest, built=bool(pushed))
+    if pushed:
+        # What this run made, even when another run's push of the same kernel set holds the tag now.
+        log.info(f"IMAGE_URL and IMAGE_DIGEST name {target}@{pushed}: Tekton Chains, when installed, signs it")
+    else:
+        log.info("IMAGE_URL and IMAGE_DIGEST are empty: this run pushed nothing for Tekton Chains to sign")
+    return Result(image_url=str(target), image_digest=digest, built=bool(pushed),
+                  IMAGE_URL=str(target) if pushed else "", IMAGE_DIGEST=pushed)
 
 
 def _pushed_digest(path: Path) -> str:

@@ -99,6 +99,9 @@ def test_first_run_builds_pushes_and_reads_the_digest_back(first_build, auth_reg
     assert results["image-url"] == f"{auth_registry.host}/cssr-deploy/cssr-init:{set_id}"
     pushed = (first_build.workspace / "cssr-init" / ".pushed-digest").read_text().strip()
     assert results["image-digest"] == pushed
+    # Tekton Chains' type hints, in the form Chains joins them (IMAGE_URL@IMAGE_DIGEST, the tag dropped)
+    assert (results["IMAGE_URL"], results["IMAGE_DIGEST"]) == (results["image-url"], pushed)
+    assert ImageRef.parse(f"{results['IMAGE_URL']}@{results['IMAGE_DIGEST']}").digest == pushed
     assert any(w.startswith(f"PUT /v2/cssr-deploy/cssr-init/manifests/{set_id}") for w in first_build.writes)
     # read back independently of the Task
     ref = ImageRef.parse(results["image-url"])
@@ -119,6 +122,8 @@ def test_second_run_builds_nothing(first_build, auth_registry, docker_config_dir
     assert run.results["build-needed"] == "false"
     assert run.results["built"] == "false"
     assert run.results["image-digest"] == first_build.run.results["image-digest"]
+    # set, and empty: Tekton Chains signs and attests the image once, for the run that built it
+    assert (run.results["IMAGE_URL"], run.results["IMAGE_DIGEST"]) == ("", "")
     assert "is in the registry already; nothing to build" in run.step("build").out
     assert not store.root.exists(), "buildah ran although nothing was to be built"
     assert auth_registry.writes_since(mark) == []

@@ -43,8 +43,9 @@ def test_after_a_push_the_registry_digest_is_the_result(httpserver, env, tmp_pat
     (tmp_path / "cssr-init" / verify_image.DIGEST_FILE).write_text(DIGEST + "\n")
     run = run_cli(["verify-image"], env)
     assert run.code == 0, run.err
-    assert run.results == {"image-url": f"localhost:{httpserver.port}/cssr-deploy/cssr-init:{SET_ID}",
-                           "image-digest": DIGEST, "built": "true"}
+    url = f"localhost:{httpserver.port}/cssr-deploy/cssr-init:{SET_ID}"
+    assert run.results == {"image-url": url, "image-digest": DIGEST, "built": "true",
+                           "IMAGE_URL": url, "IMAGE_DIGEST": DIGEST}
     assert "built and pushed by this run" in run.err
 
 
@@ -54,6 +55,8 @@ def test_without_a_push_built_is_false(httpserver, env, run_cli):
     assert run.code == 0, run.err
     assert run.results["built"] == "false"
     assert run.results["image-digest"] == DIGEST
+    # Tekton Chains signs only what a run pushed: the type hints are set, and empty.
+    assert (run.results["IMAGE_URL"], run.results["IMAGE_DIGEST"]) == ("", "")
     assert "already in the registry; nothing built" in run.err
 
 
@@ -64,6 +67,8 @@ def test_a_concurrent_push_of_the_same_set_is_logged_not_failed(httpserver, env,
     run = run_cli(["verify-image"], env)
     assert run.code == 0, run.err
     assert run.results["image-digest"] == DIGEST
+    # Chains signs what this run made: the manifest it pushed, which the registry keeps by digest.
+    assert run.results["IMAGE_DIGEST"] == "sha256:" + "e" * 64
     assert "another run pushed the same kernel set meanwhile" in run.err
 
 
