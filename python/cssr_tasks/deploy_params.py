@@ -16,6 +16,7 @@ from typing import Any, Self
 
 from . import node_power, selectors
 from .errors import ConfigError
+from .kmod_checks import DEFAULT_MODULES, read_modules
 from .params import Reader
 
 HUGEPAGES = {"2M": ("hugepages-2Mi", Decimal(2 * 2**20)), "1G": ("hugepages-1Gi", Decimal(2**30))}
@@ -70,6 +71,8 @@ class Params:
     pool: str = _help("worker", "the MachineConfigPool of the target nodes")
     allow_control_plane: bool = _help(False, "true: the hugepages config may target a control-plane pool")
     router_image: str = _help("quay.io/juniper-128t/128t-5121:5.1.2-1", "the cSSR router image")
+    modules: tuple[str, ...] = _help(DEFAULT_MODULES, "DPDK modules the router loads, comma-separated: they "
+                                     "follow the router release (igb_uio,rte_kni for 5.1.x)")
     kmod_builder_image: str = _help("quay.io/juniper-128t/kmod-builder-51:5.1.2-1", "Juniper's kmod-builder image")
     init_image: str = _help("image-registry.openshift-image-registry.svc:5000/cssr/cssr-init:latest",
                             "the cssr-init image (build-init-image's image-url)")
@@ -118,6 +121,7 @@ class Params:
             "pool": read.pool(default=cls.pool),
             "allow_control_plane": read.boolean("allow-control-plane", cls.allow_control_plane),
             "router_image": read.string("router-image", cls.router_image, pattern=IMAGE, hint=image_hint),
+            "modules": read_modules(read),
             "kmod_builder_image": read.string("kmod-builder-image", cls.kmod_builder_image, pattern=IMAGE,
                                               hint=image_hint),
             "init_image": read.string("init-image", cls.init_image, pattern=IMAGE, hint=image_hint),

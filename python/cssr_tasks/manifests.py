@@ -203,9 +203,11 @@ def _statefulset(p: Params) -> dict[str, Any]:
     else:
         del pod["nodeSelector"]
     containers = {c["name"]: c for c in pod["initContainers"] + pod["containers"]}
-    containers["init-modules"]["image"] = p.init_image_ref()
+    # Nothing of the kernel set (no cssr-init image, no kernel): a new set restarts no router pod.
+    waiter = containers["wait-modules"]
+    waiter["image"] = p.router_image
+    next(e for e in waiter["env"] if e["name"] == "CSSR_MODULES")["value"] = ",".join(p.modules)
     containers["cssr-init-data"]["image"] = p.router_image
-    containers["cssr-kmod-builder"]["image"] = p.kmod_builder_image
     router = containers[ROUTER_CONTAINER]
     router["image"] = p.router_image
     # hugepages need requests == limits; with a memory value too the pod is Guaranteed (exclusive CPUs)

@@ -117,26 +117,44 @@ def test_statefulset_keeps_the_pocs_shape(default):
     pod = template["spec"]
     assert pod["serviceAccountName"] == "privileged"
     assert pod["nodeSelector"] == {"node-role.kubernetes.io/worker": ""}
-    assert [c["name"] for c in pod["initContainers"]] == ["init-modules", "cssr-init-data", "cssr-kmod-builder"]
+    # the PoC's init-modules and cssr-kmod-builder moved to the pipeline: wait-modules only waits for their work
+    assert [c["name"] for c in pod["initContainers"]] == ["wait-modules", "cssr-init-data"]
     assert [c["name"] for c in pod["containers"]] == ["128t"]
 
 
-def test_init_modules_runs_cssr_init_on_the_modules_volume(default):
+def test_wait_modules_waits_on_the_volume_with_the_router_image_and_the_module_list(default):
     init = one(default, "StatefulSet")["spec"]["template"]["spec"]["initContainers"][0]
-    assert init["image"] == "image-registry.openshift-image-registry.svc:5000/cssr/cssr-init:latest"
-    assert init["command"] == ["/bin/sh", "/usr/local/bin/cssr-init"]  # the image's ENTRYPOINT
-    assert init["env"] == [{"name": "CSSR_VOLUME", "value": "/mnt/modules-volume"}]
-    assert init["volumeMounts"] == [{"mountPath": "/mnt/modules-volume", "name": "modules"}]
-    assert "securityContext" not in init  # as in the PoC: it only copies files
+    assert init["image"] == "quay.io/juniper-128t/128t-5121:5.1.2-1"  # the router's: no kernel-set image
+    assert init["command"] == ["/bin/sh", "-c"]
+    assert {e["name"]: e["value"] for e in init["env"]} == {"CSSR_MODULES": "igb_uio,rte_kni",
+                                                            "CSSR_WAIT_SECONDS": "1800"}
+    assert init["volumeMounts"] == [{"mountPath": "/mnt/modules-volume", "name": "modules", "readOnly": True}]
+    assert "securityContext" not in init  # it only reads files
+    script = init["args"][0]
+    assert "volume=/mnt/modules-volume" in script
+    assert "$$" not in script  # Kubernetes would make it `$`
+    assert "dpdk_build" not in script and "make" not in script  # it never builds
 
 
-def test_init_modules_matches_the_image_that_build_init_image_makes(default):
-    from cssr_tasks import build_init_image
+def test_the_module_list_reaches_the_pods():
+    """One param names the modules (they follow the router release): build-kmods builds them, the pods wait for them."""
+    sts = one(manifests.render(params(modules="igb_uio")), "StatefulSet")
+    init = sts["spec"]["template"]["spec"]["initContainers"][0]
+    assert {e["name"]: e["value"] for e in init["env"]}["CSSR_MODULES"] == "igb_uio"
 
-    init = one(default, "StatefulSet")["spec"]["template"]["spec"]["initContainers"][0]
-    assert init["command"][-1] == build_init_image.IMAGE_ENTRYPOINT
-    assert init["volumeMounts"][0]["mountPath"] == build_init_image.VOLUME
-    assert init["image"].rsplit(":", 1)[0] == build_init_image.DEFAULT_REPOSITORY
+
+def test_two_kernel_sets_render_byte_identical_pod_templates():
+    """DESIGN.md decision 7: the kernel set (the cssr-init image and its digest) is not in the pod template, so a
+    pool-updating run makes no new StatefulSet revision and restarts no router pod."""
+    first = params(**{"init-image": "image-registry.openshift-image-registry.svc:5000/cssr/cssr-init:0123456789ab",
+                      "init-image-digest": DIGEST})
+    second = params(**{"init-image": "image-registry.openshift-image-registry.svc:5000/cssr/cssr-init:ba9876543210",
+                       "init-image-digest": "sha256:" + "b" * 64})
+    templates = [manifests.to_yaml(one(manifests.render(p), "StatefulSet")["spec"]["template"])
+                 for p in (first, second)]
+    assert templates[0] == templates[1]
+    assert "cssr/cssr-init" not in templates[0] and DIGEST not in templates[0]
+    assert "kmod-builder" not in templates[0]
 
 
 def test_init_data_copies_only_what_is_missing(default):
@@ -151,21 +169,6 @@ def test_init_data_copies_only_what_is_missing(default):
                             "if [ ! -d /mnt/etc-128t-monitoring ]; then cp -RPfp /etc/128t-monitoring "
                             "/mnt/etc-128t-monitoring; fi"]
     assert init["volumeMounts"] == [{"mountPath": "/mnt", "name": "cssr-data"}]
-
-
-def test_kmod_builder_skips_when_both_modules_exist(default):
-    init = one(default, "StatefulSet")["spec"]["template"]["spec"]["initContainers"][2]
-    assert init["image"] == "quay.io/juniper-128t/kmod-builder-51:5.1.2-1"
-    assert init["securityContext"] == {"privileged": True}
-    assert init["command"] == ["/bin/bash"]
-    script = init["args"][1]
-    assert init["args"][0] == "-c"
-    assert 'export DPDK_PATH="/usr/lib/modules/$(uname -r)/dpdk"' in script
-    assert ("if [ ! -d ${DPDK_PATH} ] || [ ! -f ${DPDK_PATH}/igb_uio.ko ] || [ ! -f ${DPDK_PATH}/rte_kni.ko ]; "
-            "then /usr/bin/dpdk_build.sh /usr/share/128technology/dpdk/src; fi") in script
-    assert init["volumeMounts"] == [
-        {"mountPath": "/usr/lib/modules", "name": "modules", "subPath": "modules"},
-        {"mountPath": "/usr/src/kernels", "name": "modules", "subPath": "kernels"}]
 
 
 def test_router_container_keeps_resources_mounts_and_prestop(default):
@@ -307,8 +310,7 @@ def test_sriov_mode_requests_one_vf_per_attachment():
                                              "openshift.io/ens6f1np1": "1"}
     assert json.loads(sts["spec"]["template"]["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"])[2] == {
         "name": "mgmt", "namespace": "infra"}
-    assert sts["spec"]["template"]["spec"]["initContainers"][0]["image"] == \
-        f"image-registry.openshift-image-registry.svc:5000/cssr/cssr-init@{DIGEST}"
+    assert sts["spec"]["template"]["spec"]["initContainers"][0]["image"] == router["image"]  # not the kernel set's
     assert sts["spec"]["replicas"] == 3
     [puller] = [b for b in by_kind(rendered, "RoleBinding") if b["roleRef"]["name"] == "system:image-puller"]
     assert puller["metadata"]["namespace"] == "images"
