@@ -8,21 +8,27 @@ and the buildah script the Task's next step runs), then asks the registry whethe
 `<image-repository>:<kernel-set-id>` exists: when it does, and its labels name this kernel set,
 no build is needed. The Pipeline asks the same question first (check-init-image, init_image.py's
 one rule) and skips this Task when the answer is yes; the check here keeps the Task safe on its own.
+
+buildah logs in by the rule the Python client follows (registry_refs.logins): the pod's service
+account token for the cluster registry, the docker config for the rest. This step writes those
+logins into one file in the pod's memory volume and names it in the context for the build step.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from . import init_image, kernels
+from . import init_image, kernels, registry_refs
 from .errors import ConfigError
 from .init_image import DEFAULT_REPOSITORY, LABEL_KERNELS, LABEL_SET_ID, check_reference
 from .log import Log
 from .params import Reader
+from .registry import TOKEN_FILE_ENV
 
 NEEDS_CLUSTER = False
 # UBI 9 micro: glibc, bash and coreutils (cp, mv -T, mktemp) for the entrypoint, no package manager,
@@ -152,7 +158,52 @@ def run(params: Params, *, cluster: object = None, log: Log) -> Result:
         log.warn(f"{found}: build needed, over it")
     else:
         log.info(f"{found}: {'no build needed' if found.exists else 'build needed'}")
+    if not found.exists:
+        login_file = write_login_file(params.docker_config, found, log)
+        if login_file:
+            _write(Path(params.context_dir) / AUTHFILE_FILE, login_file, 0o644)
     return Result(build_needed=not found.exists, image_url=str(found.image))
+
+
+def write_login_file(docker_config: str, found: init_image.Found, log: Log) -> str:
+    """buildah's logins, in the pod's memory volume: the file's path, or "" to keep the docker config as it is.
+
+    Outside a build pod (no memory volume) nothing is written: the token must not reach a disk.
+    """
+    token = registry_refs.service_account_token(os.environ.get(TOKEN_FILE_ENV) or registry_refs.SERVICE_ACCOUNT_TOKEN)
+    folder = registry_refs.auth_dir(os.environ)
+    if folder is None:
+        if token is not None:
+            log.warn(f"no login folder {registry_refs.AUTH_DIR} (the Task's memory volume): buildah logs in with the "
+                     "docker config only, not with the service account token")
+        return ""
+    # The lookup above tried the token first; where the registry refused it, buildah gets the docker
+    # config's login for that registry instead, as the Python client fell back to it.
+    target = found.image.registry
+    refused = {target} if token is not None and target in registry_refs.INTERNAL_REGISTRIES and \
+        found.login is not None and found.login != token else set()
+    auths = registry_refs.buildah_auths(docker_config, token, refused=refused)
+    if not auths:
+        return ""
+    path = folder / registry_refs.AUTH_FILE
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.unlink(missing_ok=True)
+        # created 0600, never wider for a moment; the build step runs as root and reads it
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as out:
+            json.dump({"auths": auths}, out)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise ConfigError(f"could not write the registry logins to {path}: {e.strerror}; check the Task's "
+                          "registry-auth volume") from e
+    with_token = sorted(registry_refs.INTERNAL_REGISTRIES - refused) if token else []
+    said = [f"the service account token for {', '.join(with_token)}"] if with_token else []
+    others = sorted(set(auths) - set(with_token))
+    said += [f"{docker_config} for {', '.join(others)}"] if others else []
+    if refused:
+        log.warn(f"{target} refused the service account token: buildah gets the docker config's login there")
+    log.info(f"buildah logs in with {' and '.join(said)} (login file {path}, in memory)")
+    return str(path)
 
 
 def write_context(directory: Path, params: Params) -> None:

@@ -18,7 +18,7 @@ from .errors import ConfigError
 from .log import Log
 from .params import Reader
 from .registry import ImageRef, Registry
-from .registry_refs import read_docker_config
+from .registry_refs import Credentials, read_docker_config
 
 # read_docker_config: the image tasks read their docker-config param through here.
 __all__ = ["DEFAULT_REPOSITORY", "LABEL_KERNELS", "LABEL_SET_ID", "Found", "check_reference", "lookup",
@@ -36,6 +36,7 @@ class Found:
     digest: str  # what the registry serves for the tag; "" when the tag is absent
     exists: bool  # the tag is there and its labels name exactly this kernel set
     held: str = ""  # the kernels a tag of another kernel set holds
+    login: Credentials | None = None  # the login the registry accepted (the token, or the docker config's)
 
     @property
     def other_set(self) -> bool:
@@ -57,14 +58,15 @@ def lookup(repository: str, kernel_set_id: str, kernel_versions: list[str], *, d
     with Registry.for_image(target, docker_config=docker_config, tls_verify=tls_verify, log=log,
                             retry=retry) as registry:
         digest = registry.manifest_digest(target)
+        login = registry.credentials
         if digest is None:
-            return Found(target, "", exists=False)
+            return Found(target, "", exists=False, login=login)
         labels = registry.labels(target)
     wanted = {LABEL_SET_ID: kernel_set_id, LABEL_KERNELS: " ".join(kernel_versions)}
     # A multi-arch index has no labels of its own (labels is None): its tag is trusted as it stands.
     if labels is not None and any(labels.get(k) != v for k, v in wanted.items()):
-        return Found(target, digest, exists=False, held=labels.get(LABEL_KERNELS) or "no kernel label")
-    return Found(target, digest, exists=True)
+        return Found(target, digest, exists=False, held=labels.get(LABEL_KERNELS) or "no kernel label", login=login)
+    return Found(target, digest, exists=True, login=login)
 
 
 # -- the params both tasks read -------------------------------------------------------------------

@@ -14,7 +14,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,6 +158,16 @@ def load_credentials(config_path: str, registry: str) -> Credentials | None:
     """The login for `registry` (host[:port]) in a docker config file, or None."""
     if not config_path:
         return None
+    auths = read_auths(config_path)
+    wanted = HUB_ALIASES if registry in HUB_ALIASES else {registry}
+    for key, entry in auths.items():
+        if _auth_key_host(key) in wanted and isinstance(entry, dict):
+            return _decode_entry(entry, config_path, key)
+    return None
+
+
+def read_auths(config_path: str) -> dict[str, Any]:
+    """The logins of a docker config file, key -> entry, as the file holds them."""
     try:
         data = json.loads(Path(config_path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -168,11 +178,7 @@ def load_credentials(config_path: str, registry: str) -> Credentials | None:
     auths = data.get("auths", data if "auths" not in data and "credsStore" not in data else {})
     if not isinstance(auths, dict):
         raise ConfigError(f"could not read docker config {config_path}: auths is not an object")
-    wanted = HUB_ALIASES if registry in HUB_ALIASES else {registry}
-    for key, entry in auths.items():
-        if _auth_key_host(key) in wanted and isinstance(entry, dict):
-            return _decode_entry(entry, config_path, key)
-    return None
+    return auths
 
 
 def _auth_key_host(key: str) -> str:
@@ -236,3 +242,37 @@ def service_account_token(path: str = SERVICE_ACCOUNT_TOKEN) -> Credentials | No
         raise ConfigError(f"could not read the service account token {path}: {e}; check the pod's "
                           "automountServiceAccountToken") from e
     return Credentials(TOKEN_USER, token, f"the service account token {path}") if token else None
+
+
+# -- one login file for buildah ---------------------------------------------------------------
+
+# The build pod's memory-backed emptyDir (tasks/cssr-build-init-image.yaml) for the login file that
+# buildah reads: the token must not land on a workspace, which is a disk that outlives the pod.
+AUTH_DIR = "/var/run/cssr-registry-auth"
+AUTH_DIR_ENV = "CSSR_AUTH_DIR"  # overrides AUTH_DIR (tests; a build pod always has the volume)
+AUTH_FILE = "auth.json"
+
+
+def auth_dir(environ: Mapping[str, str]) -> Path | None:
+    """The folder for the login file, or None where there is none (a run from a shell)."""
+    path = Path(environ.get(AUTH_DIR_ENV) or AUTH_DIR)
+    return path if path.is_dir() else None
+
+
+def buildah_auths(docker_config: str, token: Credentials | None, *, refused: Iterable[str] = ()) -> dict[str, Any]:
+    """The logins buildah gets (--authfile): the docker config's, with the pod's token for the cluster registry.
+
+    The same rule as `logins`, in the one login per registry a file can hold: for each internal
+    registry name the token replaces the docker config's login, unless the registry refused the
+    token (`refused`: the hosts where the prepare step's own request fell back to the docker
+    config). The token never goes to another registry.
+    """
+    auths = dict(read_auths(docker_config)) if docker_config else {}
+    if token is None:
+        return auths
+    basic = base64.b64encode(f"{token.username}:{token.password}".encode()).decode()
+    for host in sorted(INTERNAL_REGISTRIES - set(refused)):
+        for key in [k for k in auths if _auth_key_host(k) == host]:
+            del auths[key]
+        auths[host] = {"auth": basic}
+    return auths

@@ -16,6 +16,7 @@ name what the registry serves.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from .init_image import DEFAULT_REPOSITORY, LABEL_SET_ID
 from .log import Log
 from .params import Reader
 from .registry import ImageRef, Registry
+from .registry_refs import AUTH_FILE, auth_dir
 
 NEEDS_CLUSTER = False
 # The same name as build_init_image's (task modules do not import each other; a test keeps them equal).
@@ -47,11 +49,12 @@ class Params:
         read = Reader(environ)
         set_id = read.string("kernel-set-id", required=True, pattern=r"[0-9a-f]{12}",
                              hint="pass the kernel-set-id result of detect-kernel (12 hex digits)")
-        repository = read.image("image-repository", DEFAULT_REPOSITORY, bare=True,
-                                hint="the tag is the kernel-set-id")
+        repository = read.string("image-repository", DEFAULT_REPOSITORY)
+        init_image.check_reference(read, "image-repository", repository, bare=True)
+        context = read.string("context-dir", "cssr-init")
         workspace = environ.get("WORKSPACE_SOURCE_PATH", "")
-        context = read.path("context-dir", "cssr-init", relative=bool(workspace),
-                            hint="a directory inside the source workspace, such as cssr-init" if workspace else "")
+        if workspace and (Path(context).is_absolute() or ".." in Path(context).parts):
+            read.fail(f"param context-dir={context!r} must be a relative path inside the source workspace")
         config = init_image.read_docker_config(read, environ)
         tls = read.tls_verify()
         read.done()
@@ -71,6 +74,24 @@ class Result:
 
 
 def run(params: Params, *, cluster: object = None, log: Log) -> Result:
+    try:
+        return _verify(params, log)
+    finally:
+        _drop_login_file(log)
+
+
+def _drop_login_file(log: Log) -> None:
+    """The build is over: buildah's login file (the service account token) goes from the pod's memory."""
+    folder = auth_dir(os.environ)
+    if folder is None:
+        return
+    try:
+        (folder / AUTH_FILE).unlink(missing_ok=True)
+    except OSError as e:
+        log.warn(f"could not remove the login file {folder / AUTH_FILE}: {e.strerror}; it goes with the pod")
+
+
+def _verify(params: Params, log: Log) -> Result:
     target = ImageRef.parse(params.image_repository).with_tag(params.kernel_set_id)
     pushed = _pushed_digest(Path(params.context_dir) / DIGEST_FILE)
     with Registry.for_image(target, docker_config=params.docker_config, tls_verify=params.tls_verify,

@@ -7,8 +7,11 @@
 # The registry settings are not parsed here: the prepare step (Python) parsed tls-verify and found
 # the docker config once, by the rules every task uses, and left them beside the Containerfile:
 #   $CONTEXT_DIR/.tls-verify     true, false (also allows plain HTTP), or the absolute path of a CA bundle
-#   $CONTEXT_DIR/.authfile       the docker config to hand buildah, or empty: buildah reads its default
-#                                $HOME/.docker/config.json (Tekton's ServiceAccount secrets)
+#   $CONTEXT_DIR/.authfile       the login file to hand buildah (--authfile, for bud's pulls and the push):
+#                                in the Task, the one prepare wrote in the pod's memory volume (the service
+#                                account token for the cluster registry, the docker config's logins for
+#                                the others); from a shell, the docker config; or empty: buildah reads its
+#                                default $HOME/.docker/config.json (Tekton's ServiceAccount secrets)
 # Environment (nothing else is read):
 #   CONTEXT_DIR                  the build context: Containerfile and cssr-init-entrypoint.sh (required)
 #   IMAGE                        repository:tag to build and push (required)
