@@ -115,6 +115,10 @@ install_tree() {
   while [ "$try" -lt "$attempts" ]; do
     try=$((try + 1))
     if [ -e "$dest/$mark" ]; then
+      # built modules we carried go with the copy that landed
+      if [ -d "$tmp/dpdk" ] && [ ! -e "$dest/dpdk" ]; then
+        mv "$tmp/dpdk" "$dest/dpdk" 2>/dev/null || true
+      fi
       rm -rf "$tmp"
       say "$dest was copied by another run meanwhile; kept"
       return 0
@@ -133,11 +137,12 @@ install_tree() {
       if [ -e "$aside/tree/$mark" ]; then
         # another run's complete copy landed just before our move: put it back (or keep whichever landed)
         mv -T "$aside/tree" "$dest" 2>/dev/null || true
-      elif [ -d "$aside/tree/dpdk" ] && [ ! -e "$tmp/dpdk" ]; then
-        mv "$aside/tree/dpdk" "$tmp/dpdk" || fail "could not keep $dest/dpdk in the new copy"
-        completed=yes
       else
         completed=yes
+      fi
+      # whatever stays aside, its built modules come with us (the rest of it is dropped)
+      if [ -d "$aside/tree/dpdk" ] && [ ! -e "$tmp/dpdk" ]; then
+        mv "$aside/tree/dpdk" "$tmp/dpdk" || fail "could not keep $dest/dpdk in the new copy"
       fi
     fi
     rm -rf "$aside"
