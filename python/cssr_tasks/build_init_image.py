@@ -25,9 +25,9 @@ from pathlib import Path
 
 from . import init_image, kernels, registry_refs
 from .errors import ConfigError
-from .init_image import DEFAULT_REPOSITORY, LABEL_KERNELS, LABEL_SET_ID, check_reference
+from .init_image import DEFAULT_REPOSITORY, LABEL_KERNELS, LABEL_SET_ID
 from .log import Log
-from .params import Reader
+from .params import Reader, image_problem
 from .registry import TOKEN_FILE_ENV
 
 NEEDS_CLUSTER = False
@@ -72,12 +72,12 @@ class Params:
         kernel_list, set_id = init_image.read_kernel_set(read)
         images = read.json("dtk-images", {}, kind=dict, required=True,
                            hint="pass the dtk-images result of detect-kernel")
-        repository = read.string("image-repository", DEFAULT_REPOSITORY)
-        base_image = read.string("base-image", DEFAULT_BASE_IMAGE)
-        context = read.string("context-dir", "cssr-init")
+        repository = read.image("image-repository", DEFAULT_REPOSITORY, bare=True, hint="the tag is the kernel-set-id")
+        base_image = read.image("base-image", DEFAULT_BASE_IMAGE)
+        workspace = environ.get("WORKSPACE_SOURCE_PATH", "")
+        context = read.path("context-dir", "cssr-init", inside="the source workspace" if workspace else "",
+                            hint="such as cssr-init" if workspace else "")
         dtk = check_images(read, kernel_list, images)
-        check_reference(read, "image-repository", repository, bare=True)
-        check_reference(read, "base-image", base_image)
         params = cls(
             kernel_versions=kernel_list,
             kernel_set_id=set_id,
@@ -98,7 +98,10 @@ def check_images(read: Reader, kernel_list: list[str], images: Mapping[object, o
         if kernel not in dtk:
             read.fail(f"no Driver Toolkit image for kernel {kernel} in dtk-images: {DTK_HINT}")
         else:
-            check_reference(read, f"dtk-images[{kernel}]", dtk[kernel])
+            # detect-kernel names each by digest (an ImageStream item): the kernel tree built against is fixed.
+            problem = image_problem(dtk[kernel], pinned=True)
+            if problem:
+                read.fail(f"param dtk-images[{kernel}]: {problem}; pass the dtk-images result of detect-kernel")
     return {k: dtk[k] for k in kernel_list if k in dtk}
 
 

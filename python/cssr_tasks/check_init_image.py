@@ -34,8 +34,7 @@ class Params:
     def from_env(cls, environ: Mapping[str, str]) -> Params:
         read = Reader(environ)
         kernel_list, set_id = init_image.read_kernel_set(read)
-        repository = read.string("image-repository", DEFAULT_REPOSITORY)
-        init_image.check_reference(read, "image-repository", repository, bare=True)
+        repository = read.image("image-repository", DEFAULT_REPOSITORY, bare=True, hint="the tag is the kernel-set-id")
         params = cls(kernel_versions=kernel_list, kernel_set_id=set_id, image_repository=repository,
                      docker_config=init_image.read_docker_config(read, environ), tls_verify=read.tls_verify())
         read.done()

@@ -45,7 +45,7 @@ class Params:
     def from_env(cls, environ: Mapping[str, str]) -> Params:
         read = Reader(environ)
         params = cls(
-            node_selector=read.string("node-selector", cls.node_selector),
+            node_selector=read.selector("node-selector", cls.node_selector),
             pool=read.pool(),
             include_upgrade_target=read.boolean("include-upgrade-target", True),
             allow_mixed_kernels=read.boolean("allow-mixed-kernels", True),
@@ -54,11 +54,6 @@ class Params:
             docker_config=read_docker_config(read, environ),
             tls_verify=read.tls_verify(),
         )
-        if not params.pool:
-            try:
-                selectors.parse(params.node_selector)
-            except ConfigError as e:
-                read.fail(str(e))
         read.done()
         return params
 

@@ -10,6 +10,21 @@ newline smuggling YAML into a rendered manifest), a number that is not plain ASC
 infinity, negative or beyond the bounds (by default 0 to the int32 maximum that Kubernetes
 fields hold), JSON with NaN or nested past any sane depth. Commands narrow the bounds; they
 never widen them silently.
+
+One rule per kind of value, so that each param of that kind gets the same answer:
+- names (`name`): Kubernetes' DNS-1123 label (63 characters) or subdomain (253), as the API
+  server enforces them (k8s.io/apimachinery/pkg/util/validation: DNS1123LabelMaxLength,
+  DNS1123SubdomainMaxLength);
+- paths (`path`, `tls_verify`): no `..` component, no component that starts with `-` or `~` (a
+  path reaches cp, buildah and depmod as an argument), letters, digits, inner spaces and
+  `. _ - + @ = , ~` only (no quote, glob or shell character: the steps' scripts get these paths
+  too), at most
+  NAME_MAX bytes a component and PATH_MAX in all (linux/limits.h), so that no file system call
+  fails with ENAMETOOLONG before the param is named;
+- image references (`image`): the grammar of distribution/reference (registry_refs.ImageRef)
+  in ASCII, its name at most NameTotalLengthMax (255) characters;
+- label selectors (`selector`): the kubectl form of selectors.parse, whose keys and values
+  follow Kubernetes' label rules; an error names the param.
 """
 
 from __future__ import annotations
@@ -21,7 +36,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from . import selectors
 from .errors import ConfigError
+from .k8s_names import DNS_SUBDOMAIN, SUBDOMAIN_MAX, name_problem
 
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off", ""}
@@ -34,8 +51,13 @@ INT32_MAX = 2**31 - 1
 MAX_SECONDS = 7 * 24 * 3600.0
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
-# A MachineConfigPool name: a DNS subdomain.
-POOL_NAME = r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"
+# A MachineConfigPool name: a DNS subdomain (the lookahead bounds its length for re.fullmatch).
+POOL_NAME = rf"(?=.{{1,{SUBDOMAIN_MAX}}}$){DNS_SUBDOMAIN}"
+# Linux's NAME_MAX and PATH_MAX (include/uapi/linux/limits.h), in bytes.
+NAME_MAX_BYTES, PATH_MAX_BYTES = 255, 4096
+# distribution/reference's NameTotalLengthMax: the longest repository name, registry included.
+IMAGE_NAME_MAX = 255
+_PATH_PUNCTUATION = frozenset("._-+@=,~/ ")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -191,9 +213,14 @@ class Reader:
             return True
         if value.lower() in _FALSE:
             return False
+        problem = path_problem(value)
+        if problem:
+            self.errors.append(f"{self.label} {name}={shown(value)} is neither true, false nor the path of a CA "
+                               f"bundle file: it {problem}")
+            return True
         try:
             is_file = Path(value).is_file()
-        except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        except (OSError, ValueError):  # a file system that refuses the name
             is_file = False
         if not is_file:
             self.errors.append(f"{self.label} {name}={shown(value)} is neither true, false nor the path of an "
@@ -203,7 +230,56 @@ class Reader:
 
     def pool(self, name: str = "pool", default: str = "") -> str:
         """A MachineConfigPool name (a DNS subdomain), such as worker or worker-cnf."""
-        return self.string(name, default, pattern=POOL_NAME, hint="a MachineConfigPool name such as worker")
+        return self.name(name, default, subdomain=True, hint="a MachineConfigPool name such as worker")
+
+    def name(self, name: str, default: str = "", *, subdomain: bool = False, max_length: int | None = None,
+             required: bool = False, hint: str = "") -> str:
+        """A Kubernetes object name: a DNS-1123 label (at most 63 characters), or with `subdomain` a
+        DNS-1123 subdomain (at most 253); `max_length` narrows that for names that become labels."""
+        value = self.string(name, default, required=required, hint=hint)
+        problem = name_problem(value, subdomain=subdomain, max_length=max_length) if value else ""
+        if problem:
+            self.errors.append(f"{self.label} {name}={shown(value)} {problem}{_hint(hint)}")
+            return default
+        return value
+
+    def path(self, name: str, default: str = "", *, inside: str = "", required: bool = False,
+             hint: str = "") -> str:
+        """A file or directory path, absolute or relative (with `inside`, the folder it must be relative to,
+        relative only), by path_problem's rule; never resolved here: a step reads or creates it only after
+        every param is valid."""
+        value = self.string(name, default, required=required, hint=hint)
+        problem = path_problem(value, inside=inside) if value else ""
+        if problem:
+            self.errors.append(f"{self.label} {name}={shown(value)} {problem}{_hint(hint)}")
+            return default
+        return value
+
+    def image(self, name: str, default: str = "", *, bare: bool = False, pinned: bool = False,
+              required: bool = False, hint: str = "") -> str:
+        """An image reference by image_problem's rule; `bare`: a repository without tag or digest,
+        `pinned`: with a digest."""
+        value = self.string(name, default, required=required, hint=hint).strip()
+        problem = image_problem(value, bare=bare, pinned=pinned) if value else ""
+        if problem:
+            self.errors.append(f"{self.label} {name}: {problem}{_hint(hint)}")
+            return default
+        return value
+
+    def selector(self, name: str, default: str = "", *, hint: str = "") -> str:
+        """A label selector in kubectl's form (selectors.parse); given, it must hold a requirement: a
+        selector of only commas and spaces would select everything, the control plane included."""
+        value = self.string(name, default, hint=hint)
+        try:
+            requirements = selectors.parse(value)
+        except ConfigError as e:
+            self.errors.append(f"{self.label} {name}: {e}")
+            return default
+        if value.strip() and not requirements:
+            self.errors.append(f"{self.label} {name}={shown(value)} holds no label requirement and would select "
+                               "everything; give one such as node-role.kubernetes.io/worker=")
+            return default
+        return value
 
     def fail(self, message: str) -> None:
         """Record a problem found by a check that spans several params."""
@@ -212,6 +288,52 @@ class Reader:
     def done(self) -> None:
         if self.errors:
             raise ConfigError(f"invalid {self.label}s: " + "; ".join(self.errors))
+
+
+def path_problem(value: str, *, inside: str = "") -> str:
+    """What keeps `value` from being a path a param may name, as a phrase; "" when it is one.
+
+    Not every name Linux allows: these paths reach cp, buildah, depmod and the steps' scripts as
+    arguments, where `..` leaves the folder a Task meant, a leading `-` reads as an option and a
+    leading `~` as a home folder, and quotes, globs, `$` and `;` change what a shell sees. Letters
+    and digits of any script pass, and inner spaces: the scripts quote every path."""
+    parts = value.split("/")
+    if inside and (value.startswith("/") or ".." in parts):
+        return f"must be a relative path inside {inside}, without .. components"
+    if ".." in parts:
+        return "has a .. component; name the path without going up"
+    odd = sorted({c for c in value if not (c.isalnum() or c in _PATH_PUNCTUATION)})
+    if odd:
+        shown_odd = " ".join(repr(c) for c in odd[:8])
+        return f"holds {shown_odd}; a path here has letters, digits, spaces and . _ - + @ = , ~ only"
+    if value != value.strip():
+        return "starts or ends with a space"
+    if any(part.startswith(("-", "~")) for part in parts):
+        return "has a component that starts with - or ~, which a command or shell would read as an option or home"
+    if len(value.encode()) > PATH_MAX_BYTES or any(len(part.encode()) > NAME_MAX_BYTES for part in parts):
+        return (f"is longer than Linux allows ({NAME_MAX_BYTES} bytes a component, {PATH_MAX_BYTES} in all)")
+    return ""
+
+
+def image_problem(value: str, *, bare: bool = False, pinned: bool = False) -> str:
+    """What keeps `value` from being an image reference (distribution/reference's grammar, in ASCII, its
+    name at most NameTotalLengthMax characters), as a sentence; "" when it is one."""
+    from .registry_refs import ImageRef  # registry_refs reads its own params through Reader
+
+    if not value.isascii():
+        return f"image reference {shown(value)} holds characters outside ASCII, which no reference has"
+    try:
+        ref = ImageRef.parse(value)
+    except ConfigError as e:
+        return str(e)
+    if len(ref.name) > IMAGE_NAME_MAX:
+        return (f"image reference {shown(value)} names a repository of {len(ref.name)} characters; "
+                f"distribution/reference allows at most {IMAGE_NAME_MAX}")
+    if bare and (ref.tag or ref.digest):
+        return f"image reference {shown(value)} must be a repository without tag or digest"
+    if pinned and not ref.digest:
+        return f"image reference {shown(value)} must be pinned by digest (name@sha256:...)"
+    return ""
 
 
 def _hint(hint: str) -> str:

@@ -131,7 +131,7 @@ def find_docker_config(explicit: str, environ: Mapping[str, str]) -> str:
 def read_docker_config(read: Reader, environ: Mapping[str, str]) -> str:
     """The docker-config param, resolved as find_docker_config does; a problem is the param's."""
     try:
-        return find_docker_config(read.string("docker-config", ""), environ)
+        return find_docker_config(read.path("docker-config"), environ)
     except ConfigError as e:
         read.fail(f"param docker-config: {e}")
         return ""

@@ -45,12 +45,11 @@ class Params:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Params:
         read = Reader(environ)
-        name_pattern = r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
         params = cls(
-            pipeline_run=read.string("pipeline-run", required=True, pattern=name_pattern,
-                                     hint="pass $(context.pipelineRun.name)"),
-            namespace=read.string("namespace", required=True, pattern=name_pattern,
-                                  hint="pass $(context.pipelineRun.namespace)"),
+            # Tekton refuses longer names than 63 (pkg/apis/validate/metadata.go: a subdomain of at most 63).
+            pipeline_run=read.name("pipeline-run", required=True, subdomain=True, max_length=63,
+                                   hint="pass $(context.pipelineRun.name)"),
+            namespace=read.name("namespace", required=True, hint="pass $(context.pipelineRun.namespace)"),
             aggregate_status=read.choice("aggregate-status", "None", STATUSES),
             task_statuses=read.json("task-statuses", {}, kind=dict,
                                     hint='e.g. {"preflight":"$(tasks.preflight.status)"}'),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
+from .k8s_names import label_key_problem, label_value_problem
 
 _KEY = r"[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?"
 _VALUE = r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?"
@@ -76,9 +77,26 @@ def parse(text: str) -> list[Requirement]:
         elif re.fullmatch(_KEY, part):
             requirements.append(Requirement(part, "exists"))
         else:
-            raise ConfigError(f"label selector {text!r} is not valid near {part!r}; "
+            raise ConfigError(f"label selector {_short(text)} is not valid near {_short(part)}; "
                               "use the kubectl form, e.g. node-role.kubernetes.io/worker=")
+    problem = next((p for p in map(_problem, requirements) if p), "")
+    if problem:
+        raise ConfigError(f"label selector {_short(text)} is not valid: {problem}")
     return requirements
+
+
+def _problem(requirement: Requirement) -> str:
+    """Kubernetes' label rules, which the syntax above leaves open (lengths, a key's prefix)."""
+    key_problem = label_key_problem(requirement.key)
+    if key_problem:
+        return f"its key {_short(requirement.key, 40)} {key_problem}"
+    return next((f"its value {_short(v, 40)} {label_value_problem(v)}" for v in requirement.values
+                 if label_value_problem(v)), "")
+
+
+def _short(text: str, limit: int = 80) -> str:
+    quoted = repr(text)
+    return quoted if len(quoted) <= limit else f"{quoted[:limit]}...' ({len(text)} characters)"
 
 
 def matches(selector: str, labels: Mapping[str, str] | None) -> bool:

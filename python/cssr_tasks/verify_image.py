@@ -49,12 +49,11 @@ class Params:
         read = Reader(environ)
         set_id = read.string("kernel-set-id", required=True, pattern=r"[0-9a-f]{12}",
                              hint="pass the kernel-set-id result of detect-kernel (12 hex digits)")
-        repository = read.string("image-repository", DEFAULT_REPOSITORY)
-        init_image.check_reference(read, "image-repository", repository, bare=True)
-        context = read.string("context-dir", "cssr-init")
+        repository = read.image("image-repository", DEFAULT_REPOSITORY, bare=True,
+                                hint="the tag is the kernel-set-id")
         workspace = environ.get("WORKSPACE_SOURCE_PATH", "")
-        if workspace and (Path(context).is_absolute() or ".." in Path(context).parts):
-            read.fail(f"param context-dir={context!r} must be a relative path inside the source workspace")
+        context = read.path("context-dir", "cssr-init", inside="the source workspace" if workspace else "",
+                            hint="such as cssr-init" if workspace else "")
         config = init_image.read_docker_config(read, environ)
         tls = read.tls_verify()
         read.done()

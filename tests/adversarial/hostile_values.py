@@ -99,7 +99,8 @@ FORMATS: dict[str, Format] = {
     "allow-updating": BOOL, "include-upgrade-target": BOOL, "allow-mixed-kernels": BOOL,
     "require-signature": BOOL, "traffic": BOOL, "allow-control-plane": BOOL, "signing-key-bound": BOOL,
     # lists and maps
-    "pools": NAMES, "pf-names": NAMES, "modules": NAMES, "kernel-args": NAMES, "allow-kernel-args": NAMES,
+    # "NaN" in the comma form is one module of that name, which a kernel module may be (names are file names).
+    "pools": NAMES, "pf-names": NAMES, "modules": fmt("list", accepts=("NaN",)), "kernel-args": NAMES, "allow-kernel-args": NAMES,
     "builder-command": fmt("list", accepts=("unicode", "path-traversal", "shell", "a|b", "a && b")),
     "kernel-versions": KERNELS, "kernels": KERNELS, "networks": fmt("list"),
     "dtk-images": fmt("dict", required=True), "task-statuses": fmt("dict"),
@@ -149,7 +150,8 @@ def cases_for(command: str, param: str, form: Format) -> Iterator[Case]:
     required = form.required or param in REQUIRED_BY.get(command, set())
     yield Case(command, param, "empty", "", REFUSE if required else "default")
     for value in WRONG_TYPE[form.kind if form.kind in WRONG_TYPE else "str"]:
-        yield Case(command, param, "wrong-type", value, EITHER if form.kind == "str" and value in NAME_LIKE else REFUSE)
+        ok = (form.kind == "str" and value in NAME_LIKE) or value in form.may_accept
+        yield Case(command, param, "wrong-type", value, EITHER if ok else REFUSE)
     for category, values in CATEGORIES.items():
         for value in values:
             if form.kind in ("int", "seconds") and category == "huge" and value == "a" * 300:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cssr_tasks import selectors
@@ -189,3 +191,119 @@ def test_settings_are_named_by_their_variable():
                             "setting CSSR_RETRY_WAIT='nan' is not a number of seconds such as 30 or 0.5; "
                             "setting CSSR_RETRY_WAIT_MAX=-1 is below the minimum 0")
     assert RetrySettings.from_env({"CSSR_RETRY_ATTEMPTS": "3", "CSSR_RETRY_WAIT": "0"}) == RetrySettings(3, 0, 0)
+
+
+# -- one rule per kind of value: names, paths, image references, selectors --
+
+def refusal(method: str, value: str, **options) -> str:
+    """The error a Reader method gives for `value` of param p ("" when accepted), and what it returned."""
+    read = Reader({"PARAM_P": value})
+    getattr(read, method)("p", "fallback", **options)
+    try:
+        read.done()
+    except ConfigError as e:
+        assert "\n" not in str(e) and "param p" in str(e)
+        return str(e)
+    return ""
+
+
+@pytest.mark.parametrize(("value", "options", "accepted"), [
+    ("a" * 63, {}, True), ("a" * 64, {}, False),  # DNS1123LabelMaxLength
+    ("a." * 126 + "a", {"subdomain": True}, True), ("a." * 126 + "ab", {"subdomain": True}, False),  # 253 / 254
+    ("cssr.example", {}, False), ("cssr.example", {"subdomain": True}, True),
+    ("a" * 64, {"subdomain": True, "max_length": 63}, False),  # a Tekton PipelineRun's name
+    ("Cssr", {}, False), ("-cssr", {}, False), ("cssr-", {}, False), ("w\u00f6rker", {}, False), ("1e20", {}, True),
+], ids=["label-63", "label-64", "subdomain-253", "subdomain-254", "dot-in-label", "dot-in-subdomain", "narrowed",
+        "upper", "leading-dash", "trailing-dash", "unicode", "digits-and-e"])
+def test_names_follow_kubernetes_dns_1123_rules(value, options, accepted):
+    message = refusal("name", value, **options)
+    assert (message == "") is accepted, message
+    if not accepted:
+        assert "is not valid" in message
+
+
+def test_a_refused_name_gives_the_default_back():
+    read = Reader({"PARAM_P": "Bad Name"})
+    assert read.name("p", "cssr") == "cssr"
+
+
+@pytest.mark.parametrize(("value", "accepted"), [
+    ("/var/run/secrets/kubernetes.io/serviceaccount/service-ca.crt", True), ("cssr-init", True),
+    ("/workspace/source/context dir", True), ("/srv/gr\u00fc\u00dfe/\u0663", True), ("a/./b", True),
+    ("/etc/../etc/shadow", False), ("../x", False), ("..", False),
+    ("-rf", False), ("/tmp/--help", False), ("~root/x", False), ("a~b", True),
+    ("$(touch x)", False), ("`id`", False), ("a;b", False), ("a|b", False), ("*", False), ('["x"]', False),
+    ("a: b", False), (" lead", False), ("trail ", False), ("a\u202eb", False),
+    ("/" + "a" * 255, True), ("/" + "a" * 256, False), ("/a" * 2049, False),  # NAME_MAX, PATH_MAX
+], ids=lambda v: repr(v)[:30] if isinstance(v, str) else None)
+def test_paths_take_no_detour_no_option_and_no_shell_character(value, accepted, tmp_path):
+    message = refusal("path", value)
+    assert (message == "") is accepted, message
+
+
+def test_a_path_inside_a_workspace_is_relative():
+    assert "must be a relative path inside the source workspace" in refusal("path", "/abs", inside="the source workspace")
+    assert "must be a relative path inside" in refusal("path", "a/../../b", inside="the source workspace")
+    assert refusal("path", "cssr-init", inside="the source workspace") == ""
+
+
+def test_no_file_system_call_sees_a_refused_path(monkeypatch):
+    """ENAMETOOLONG and friends: a refused path is never stat-ed, so no OSError can escape."""
+    import pathlib
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the file system was asked")
+
+    monkeypatch.setattr(pathlib.Path, "is_file", boom)
+    for value in ("/" + "a" * 300, "/etc/../etc/passwd", "-x"):
+        read = Reader({"PARAM_T": value})
+        assert read.tls_verify("t") is True
+        with pytest.raises(ConfigError, match="is neither true, false nor the path of a CA bundle file: it "):
+            read.done()
+
+
+def test_tls_verify_refuses_a_detour_to_a_file_that_exists():
+    assert Path("/etc/passwd").is_file()
+    read = Reader({"PARAM_T": "/etc/../etc/passwd"})
+    read.tls_verify("t")
+    with pytest.raises(ConfigError, match=r"has a \.\. component"):
+        read.done()
+
+
+@pytest.mark.parametrize(("value", "options", "accepted"), [
+    ("quay.io/openshift/origin-cli:4.16", {}, True),
+    ("image-registry.openshift-image-registry.svc:5000/cssr/cssr-init", {"bare": True}, True),
+    ("registry.example/cssr/cssr-init:abc", {"bare": True}, False),
+    (f"quay.io/ocp/dtk@sha256:{'a' * 64}", {"pinned": True}, True),
+    ("quay.io/ocp/dtk:4.16", {"pinned": True}, False),
+    ("registry.example/" + "a" * 238, {}, True),  # the name is 255 characters: NameTotalLengthMax
+    ("registry.example/" + "a" * 239, {}, False),
+    ("a" * 300, {}, False),  # docker.io/library/aaa... is longer still
+    ("quay.io/x:w\u00f6rker", {}, False),  # Python's \w is Unicode; the grammar's is ASCII
+    ("quay.io/x:" + "t" * 129, {}, False), ("Quay.io/Upper", {}, False), ("-1", {}, False), ("a/../b", {}, False),
+], ids=["tagged", "bare", "bare-with-tag", "pinned", "not-pinned", "name-255", "name-256", "hub-300",
+        "unicode-tag", "long-tag", "upper-repository", "dash", "dots"])
+def test_image_references_follow_the_distribution_grammar(value, options, accepted):
+    message = refusal("image", value, **options)
+    assert (message == "") is accepted, message
+
+
+@pytest.mark.parametrize(("value", "accepted"), [
+    ("node-role.kubernetes.io/worker=", True), ("a" * 63, True), ("a" * 64, False),
+    (f"{'p' * 253}/name", True), (f"{'p' * 254}/name", False), ("Zone.Example/x=y", False),
+    ("zone=" + "v" * 63, True), ("zone=" + "v" * 64, False), ("zone in (a,-b)", False),
+    ("a/../../b", False), ("/x", False), ('["x"]', False), ("-1", False),
+], ids=["role", "name-63", "name-64", "prefix-253", "prefix-254", "upper-prefix", "value-63", "value-64",
+        "bad-set-value", "traversal", "empty-prefix", "json", "negative"])
+def test_selectors_follow_kubernetes_label_rules(value, accepted):
+    message = refusal("selector", value)
+    assert (message == "") is accepted, message
+    if not accepted:
+        assert message.startswith("invalid params: param p: label selector") and len(message) < 400
+
+
+def test_a_selector_of_only_commas_would_select_everything_and_is_refused():
+    assert "holds no label requirement" in refusal("selector", " , ")
+    read = Reader({"PARAM_P": ""})
+    assert read.selector("p", "node-role.kubernetes.io/worker=") == "node-role.kubernetes.io/worker="
+    read.done()
