@@ -257,7 +257,7 @@ class Cluster:
         status = int(response.status)
         if status >= 400:
             raise error_for(status, f"could not {what}: {status} {_status_message(data)}",
-                            _retry_after(response.getheader("Retry-After")))
+                            retry_after_seconds(response.getheader("Retry-After")))
         if text:
             return data.decode("utf-8", "replace")
         if not data:
@@ -400,17 +400,23 @@ def _status_message(data: bytes) -> str:
         return data[:200].decode("utf-8", "replace")
 
 
-def _retry_after(value: str | None) -> float | None:
-    if not value:
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header in seconds, by RFC 9110 section 10.2.3: delay-seconds (ASCII digits) or an
+    HTTP-date; None for anything else. float() would take "nan", "inf" and "-1", which time.sleep refuses
+    with a traceback, and min() with the cap keeps a NaN. The registry client reads the header here too."""
+    text = (value or "").strip()
+    if not text:
         return None
+    if text.isascii() and text.isdigit():
+        return float(int(text)) if len(text) <= 12 else 1e12  # the retry policy's cap applies afterwards
     try:
-        return float(value)
-    except ValueError:
-        try:
-            from datetime import datetime
-            return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-        except (TypeError, ValueError):
-            return None
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    from datetime import datetime
+    if when.tzinfo is None:  # "-0000": a time in UTC whose source zone is unknown (RFC 5322)
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _short(error: BaseException) -> str:

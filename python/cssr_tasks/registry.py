@@ -26,7 +26,7 @@ import requests
 import urllib3
 
 from . import image_layers
-from .cluster import RetrySettings, error_for, retrying
+from .cluster import RetrySettings, error_for, retry_after_seconds, retrying
 from .errors import ApiError, ConfigError, CssrError
 from .log import Log
 from .registry_refs import (  # re-exported (__all__): the tasks import references through this door
@@ -447,7 +447,7 @@ class Registry:
         else:
             message = f"could not {what}: registry {self.host} answered {status} {response.reason}" + (
                 f": {detail}" if detail else "")
-        raise error_for(status, message, _retry_after(response.headers.get("Retry-After")))
+        raise error_for(status, message, retry_after_seconds(response.headers.get("Retry-After")))
 
     def _who(self) -> str:
         if self.credentials:
@@ -502,13 +502,6 @@ def _registry_message(response: requests.Response) -> str:
         return f"{first.get('code', '')} {first.get('message', '')}".strip()[:200]
     except (ValueError, AttributeError, IndexError, TypeError):
         return response.text[:200].strip() if response.text else ""
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
 
 
 def _short(error: BaseException) -> str:
