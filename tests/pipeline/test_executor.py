@@ -385,18 +385,40 @@ def test_a_step_timeout_stops_the_step(run_pipeline):
     assert float(run.row("t")[2].rstrip("s")) < 10
 
 
-def test_results_above_tektons_limit_are_warned_about(run_pipeline):
+@pytest.mark.parametrize(("steps", "size", "fails"), [
+    (1, 3900, False),  # 1 step + prepare + place-scripts: 12288 / 3 = 4096, room for 3900 bytes and the JSON
+    (1, 4100, True),  # above 4096: the entrypoint refuses to write it
+    (4, 2000, True),  # 4 steps + 2 init containers: 12288 / 6 = 2048 per step, and the last step carries it all
+    (4, 1900, False),
+], ids=["one-step-fits", "one-step-too-big", "four-steps-too-big", "four-steps-fit"])
+def test_the_results_limit_is_per_step_and_shrinks_with_the_steps(run_pipeline, steps, size, fails):
+    rest = "".join(f"""
+          - name: more-{i}
+            image: {BASH_IMAGE}
+            script: "true"
+""" for i in range(steps - 1))
     big = task("big", f"""
         results: [{{name: blob}}]
         steps:
           - name: write
             image: {BASH_IMAGE}
             script: |
-              head -c 5000 /dev/zero | tr '\\0' x > $(results.blob.path)
-        """)
+              head -c {size} /dev/zero | tr '\\0' x > $(results.blob.path)
+{rest}        """)
     run = run_pipeline(pipeline("tasks:\n  - {name: t, taskRef: {name: big}}"), big, workspace=False)
-    assert run.code == 0
-    assert "t: results total 5000 bytes, above Tekton's 4096-byte limit" in run.out
+    assert run.code == (1 if fails else 0), run.out
+    if fails:
+        assert "its termination message (the results as JSON) is" in run.out
+        assert "Tekton fails the TaskRun" in run.out
+
+
+def test_the_termination_message_is_measured_as_tektons_entrypoint_writes_it():
+    from cssr_tasks.tekton.results import message
+
+    written = message({"a": "<x>"})
+    assert written == (b'[{"key":"StartedAt","value":"2006-01-02T15:04:05.000Z","type":3},'
+                       b'{"key":"a","value":"\\u003cx\\u003e","type":1}]')
+    assert len(message({"a": "x"}, exit_code="1")) == len(message({"a": "x"})) + len(',{"key":"ExitCode","value":"1","type":3}')
 
 
 def test_shell_command_substitution_in_a_script_is_left_to_the_shell(run_pipeline):
@@ -509,7 +531,7 @@ def test_a_pipeline_task_timeout_bounds_all_its_steps(run_pipeline):
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ('"words: $(params.words)"', "$(params.words): is an array: write $(params.words[*]) for all of it"),
+    ('"words: $(params.words)"', "$(params.words): is an array or object; it can only stand alone"),
     ('"words: $(params.words[*])"', "$(params.words[*]): is an array or object; it can only stand alone"),
     ('"$(params.word[*])"', "$(params.word[*]): is a string; [*] only applies to arrays and objects"),
 ], ids=["array-without-star", "array-inside-a-string", "star-on-a-string"])
@@ -522,8 +544,10 @@ def test_arrays_are_used_whole_or_by_index(run_pipeline, text, expected):
 
 
 @pytest.mark.parametrize(("extra", "expected"), [
-    ("matrix: {params: [{name: text, value: [a, b]}]}", "pipeline task a: matrix is not supported"),
-    ("when: [{cel: \"'a' == 'a'\"}]", "pipeline task a: CEL when expressions are not supported"),
+    ("matrix: {params: [{name: text, value: [a, b]}]}", "pipeline task a: matrix (fanning a pipeline task"
+     " out over param combinations) (field matrix) is not supported by the local executor [unsupported: matrix]"),
+    ("when: [{cel: \"'a' == 'a'\"}]", "pipeline task a: CEL when expressions is not"
+     " supported by the local executor [unsupported: cel-when]"),
     ("when: [{input: a, operator: exists, values: [a]}]", "when operator 'exists' must be in or notin"),
     ("retries: many", "pipeline task a: retries must be a whole number"),
     ("timeout: soon", "pipeline task a: timeout 'soon' is not a Go duration"),
@@ -538,7 +562,8 @@ def test_a_resolver_task_ref_is_refused(run_pipeline):
     doc = pipeline("tasks:\n  - name: a\n    taskRef: {resolver: cluster, params: [{name: name, value: buildah}]}")
     run = run_pipeline(doc, workspace=False)
     assert run.code == 2
-    assert "pipeline task a: resolvers are not supported by the local executor" in run.err
+    assert ": pipeline task a: remote resolution: taskRef/pipelineRef with a resolver" in run.err
+    assert "[unsupported: resolvers]" in run.err
 
 
 def test_an_inline_task_spec_sees_the_pipelines_params(run_pipeline):
@@ -601,6 +626,7 @@ def test_a_working_dir_in_a_workspace_is_created_one_elsewhere_must_exist(run_pi
     assert run.code == 0, run.out + run.err
     assert run.lines("pwd") == [str(run.workspace / "src" / "deep")]
     run = run_pipeline(doc, wd.replace("$(workspaces.ws.path)/src/deep", "/nonexistent/cssr-test"))
-    assert run.code == 1
-    assert "step where could not start: workingDir /nonexistent/cssr-test does not exist here" in run.out
+    assert run.code == 2  # a container runtime would create it; the executor refuses before the run
+    assert "step where: a workingDir that does not exist here, outside /workspace" in run.err
+    assert "[unsupported: workingdir-outside-workspace]" in run.err
     assert not Path("/nonexistent").exists()

@@ -8,8 +8,9 @@ Structural problems are collected into one `Problems` list and reported together
 from __future__ import annotations
 
 import json
+import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from .unsupported import refuse
 
 PARAM_TYPES = ("string", "array", "object")
 
@@ -106,6 +108,7 @@ class ParamSpec:
     has_default: bool
     properties: tuple[str, ...]
     line: int
+    enum: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -180,10 +183,55 @@ class Pipeline:
 
 # -- loading --------------------------------------------------------------------------------
 
-# Fields whose semantics the executor does not implement: refusing them beats running
-# something other than what a cluster would run.
-_UNSUPPORTED_PIPELINE_TASK = ("matrix", "pipelineRef", "pipelineSpec", "onError")
-_UNSUPPORTED_TASK = ("sidecars",)
+# Every field the executor reads, per object. A field outside these tables is refused with the
+# feature it belongs to (unsupported.py), so that no field is read and then ignored. NOT_APPLIED
+# fields constrain the container, not what its commands do; the docs list them as accepted, not applied.
+NOT_APPLIED = {"computeResources", "imagePullPolicy", "securityContext", "description", "displayName"}
+_CONTAINER = {"name", "image", "command", "args", "script", "env", "envFrom", "workingDir", "volumeMounts",
+              "timeout", "onError", "workspaces"} | NOT_APPLIED
+FIELDS = {
+    "Task": {"params", "results", "workspaces", "volumes", "stepTemplate", "steps"} | NOT_APPLIED,
+    "step": _CONTAINER,
+    "stepTemplate": _CONTAINER - {"name", "script", "timeout", "onError", "workspaces"},
+    "stepWorkspace": {"name"},
+    "param": {"name", "type", "default", "properties", "enum", "description"},
+    "result": {"name", "type", "properties", "description"},
+    "workspace": {"name", "mountPath", "readOnly", "optional", "description"},
+    "volume": {"name", "emptyDir", "secret", "configMap"},
+    "volumeMount": {"name", "mountPath", "readOnly", "subPath"},
+    "Pipeline": {"params", "workspaces", "tasks", "finally", "results", "description", "displayName"},
+    "pipelineTask": {"name", "taskRef", "taskSpec", "params", "workspaces", "runAfter", "when", "retries",
+                     "timeout", "description", "displayName"},
+    "taskSpec": {"metadata"},  # an embedded taskSpec also carries labels and annotations for its TaskRun
+}
+# fields that belong to a feature the executor refuses
+FEATURE_OF = {
+    ("pipelineTask", "matrix"): "matrix", ("pipelineTask", "pipelineRef"): "pipelines-in-pipelines",
+    ("pipelineTask", "pipelineSpec"): "pipelines-in-pipelines", ("pipelineTask", "onError"): "pipeline-task-on-error",
+    ("Task", "sidecars"): "sidecars", ("step", "ref"): "step-actions", ("step", "params"): "step-actions",
+    ("stepWorkspace", "mountPath"): "step-workspaces", ("step", "when"): "step-when",
+    ("step", "results"): "step-results",
+    ("step", "stdoutConfig"): "step-output-streams", ("step", "stderrConfig"): "step-output-streams",
+    ("result", "value"): "step-results", ("volume", "*"): "volume-kind",
+}
+_RUN_AS = ("runAsUser", "runAsGroup")
+
+
+def check_fields(kind: str, obj: Any, file: Path, where: str, problems: Problems) -> None:
+    """Refuse every field of obj outside FIELDS[kind], naming the feature it belongs to."""
+    if not isinstance(obj, dict):
+        return
+    allowed = FIELDS[kind] | (FIELDS["Task"] | FIELDS["taskSpec"] if kind == "taskSpec" else set())
+    for key, value in obj.items():
+        line = line_of(value) or line_of(obj)
+        if key not in allowed:
+            feature = FEATURE_OF.get((kind, key)) or FEATURE_OF.get((kind, "*")) or "unknown-field"
+            refuse(problems, file, line, where, feature, detail=f"field {key}")
+        elif key == "securityContext" and isinstance(value, dict):
+            own = {"runAsUser": os.geteuid(), "runAsGroup": os.getegid()}
+            for name in _RUN_AS:  # the identity a step runs as changes what it can read and write:
+                if name in value and str(value[name]) != str(own[name]):  # only the executor's own passes
+                    refuse(problems, file, line, where, "pod-settings", detail=f"securityContext.{name}")
 
 
 def _params(raw: Any, file: Path, problems: Problems) -> dict[str, ParamSpec]:
@@ -194,17 +242,20 @@ def _params(raw: Any, file: Path, problems: Problems) -> dict[str, ParamSpec]:
             continue
         has_default = "default" in item
         default = item.get("default")
+        check_fields("param", item, file, f"param {item['name']}", problems)
         declared = item.get("type")
-        kind = str(declared) if declared else (
-            "array" if isinstance(default, list) else "object" if isinstance(default, dict) else "string")
+        kind = str(declared) if declared else (  # Tekton infers the type from properties, then the default
+            "object" if item.get("properties") or isinstance(default, dict) else
+            "array" if isinstance(default, list) else "string")
         if kind not in PARAM_TYPES:
             problems.add(file, line_of(declared), f"param {item['name']} has type {kind!r}; "
                          "use string, array or object")
             kind = "string"
         properties = tuple(str(p) for p in (item.get("properties") or {}))
-        spec = ParamSpec(str(item["name"]), kind, default, has_default, properties, line_of(item))
+        enum = tuple(str(v) for v in item.get("enum") or [])
+        spec = ParamSpec(str(item["name"]), kind, default, has_default, properties, line_of(item), enum)
         if has_default:
-            error = type_error(spec, default)
+            error = type_error(spec, normalize(default))
             if error:
                 problems.add(file, line_of(item), f"the default of param {spec.name} {error}")
         specs[spec.name] = spec
@@ -217,6 +268,7 @@ def _results(raw: Any, file: Path, problems: Problems) -> dict[str, ResultSpec]:
         if not isinstance(item, dict) or not item.get("name"):
             problems.add(file, line_of(item), "a result needs a name")
             continue
+        check_fields("result", item, file, f"result {item['name']}", problems)
         kind = str(item.get("type") or "string")
         properties = tuple(str(p) for p in (item.get("properties") or {}))
         specs[str(item["name"])] = ResultSpec(str(item["name"]), kind, properties, line_of(item))
@@ -229,6 +281,7 @@ def _workspaces(raw: Any, file: Path, problems: Problems) -> dict[str, Workspace
         if not isinstance(item, dict) or not item.get("name"):
             problems.add(file, line_of(item), "a workspace needs a name")
             continue
+        check_fields("workspace", item, file, f"workspace {item['name']}", problems)
         name = str(item["name"])
         specs[name] = WorkspaceSpec(name, bool(item.get("optional")), line_of(item),
                                     str(item.get("mountPath") or f"/workspace/{name}"), bool(item.get("readOnly")))
@@ -238,25 +291,26 @@ def _workspaces(raw: Any, file: Path, problems: Problems) -> dict[str, Workspace
 def task_from(doc: Map, file: Path, problems: Problems, *, inline_name: str = "") -> TaskSpec:
     spec = doc if inline_name else (doc.get("spec") or Map())
     name = inline_name or str((doc.get("metadata") or {}).get("name") or "")
-    for key in _UNSUPPORTED_TASK:
-        if spec.get(key):
-            problems.add(file, line_of(spec.get(key)) or line_of(spec),
-                         f"Task {name}: {key} are not supported by the local executor")
+    check_fields("taskSpec" if inline_name else "Task", spec, file, f"Task {name}", problems)
     steps = [s for s in spec.get("steps") or [] if isinstance(s, Map)]
     if not steps:
         problems.add(file, line_of(spec), f"Task {name} has no steps")
+    check_fields("stepTemplate", spec.get("stepTemplate"), file, f"Task {name} stepTemplate", problems)
     for index, step in enumerate(steps):
-        if step.get("ref"):
-            problems.add(file, line_of(step), f"Task {name} step {index}: StepActions (ref) are not supported "
-                         "by the local executor")
+        where = f"Task {name} step {step.get('name', index)}"
+        check_fields("step", step, file, where, problems)
         if step.get("script") and step.get("command"):
-            problems.add(file, line_of(step), f"Task {name} step {step.get('name', index)}: a step has either "
-                         "a script or a command, not both")
-    volume_types = ("emptyDir", "secret", "configMap")
+            problems.add(file, line_of(step), f"{where}: a step has either a script or a command, not both")
+        on_error = step.get("onError")
+        if isinstance(on_error, str) and "$(" not in on_error and on_error not in ON_ERROR:
+            problems.add(file, line_of(on_error) or line_of(step), f"{where}: onError is {on_error!r}; Tekton "
+                         f"accepts {' or '.join(ON_ERROR)}")
+        for used in step.get("workspaces") or []:
+            check_fields("stepWorkspace", used, file, f"{where} workspace {used.get('name')}", problems)
+        for mount in step.get("volumeMounts") or []:
+            check_fields("volumeMount", mount, file, f"{where} volumeMount {mount.get('name')}", problems)
     for volume in spec.get("volumes") or []:
-        if isinstance(volume, dict) and not any(k in volume for k in volume_types):
-            problems.add(file, line_of(volume), f"Task {name}: volume {volume.get('name')} is neither emptyDir, "
-                         "secret nor configMap, the kinds the local executor provides")
+        check_fields("volume", volume, file, f"Task {name} volume {volume.get('name')}", problems)
     return TaskSpec(
         name=name, file=file, line=line_of(doc),
         params=_params(spec.get("params"), file, problems),
@@ -265,6 +319,9 @@ def task_from(doc: Map, file: Path, problems: Problems, *, inline_name: str = ""
         step_template=spec.get("stepTemplate") or Map(), steps=steps, inline=bool(inline_name),
         volumes=[v for v in spec.get("volumes") or [] if isinstance(v, Map)],
     )
+
+
+ON_ERROR = ("continue", "stopAndFail")
 
 
 class TaskCatalog:
@@ -311,8 +368,10 @@ class TaskCatalog:
         return self.loaded[name]
 
 
-def load_pipeline(path: Path, tasks_dirs: Iterable[Path], problems: Problems) -> Pipeline:
-    docs = load_documents(path)
+def load_pipeline(path: Path, tasks_dirs: Iterable[Path], problems: Problems,
+                  documents: Sequence[Map] | None = None) -> Pipeline:
+    """The one Pipeline of `path` (or of `documents`, already read from it), with its Tasks resolved."""
+    docs = list(documents) if documents is not None else load_documents(path)
     pipelines = [d for d in docs if d.get("kind") == "Pipeline"]
     if len(pipelines) != 1:
         raise ConfigError(f"could not load {path}: it holds {len(pipelines)} Pipeline documents; "
@@ -333,10 +392,9 @@ def load_pipeline(path: Path, tasks_dirs: Iterable[Path], problems: Problems) ->
         if name in seen:
             problems.add(path, line_of(raw), f"pipeline task {name} is declared twice")
         seen.add(name)
-        for key in _UNSUPPORTED_PIPELINE_TASK:
-            if key in raw:
-                problems.add(path, line_of(raw), f"pipeline task {name}: {key} is not supported by the local "
-                             "executor")
+        check_fields("pipelineTask", raw, path, f"pipeline task {name}", problems)
+        if "pipelineRef" in raw or "pipelineSpec" in raw:
+            return None  # refused above; it has no Task to check
         task = _resolve_task(raw, name, path, catalog, problems)
         if task is None:
             return None
@@ -350,8 +408,7 @@ def load_pipeline(path: Path, tasks_dirs: Iterable[Path], problems: Problems) ->
         when = [w for w in raw.get("when") or [] if isinstance(w, Map)]
         for expression in when:
             if "cel" in expression:
-                problems.add(path, line_of(expression), f"pipeline task {name}: CEL when expressions are not "
-                             "supported by the local executor; use input/operator/values")
+                refuse(problems, path, line_of(expression), f"pipeline task {name}", "cel-when")
             elif str(expression.get("operator")) not in ("in", "notin"):
                 problems.add(path, line_of(expression), f"pipeline task {name}: when operator "
                              f"{expression.get('operator')!r} must be in or notin")
@@ -375,11 +432,12 @@ def load_pipeline(path: Path, tasks_dirs: Iterable[Path], problems: Problems) ->
             retries=retries, timeout=timeout, is_finally=is_finally,
         )
 
+    check_fields("Pipeline", spec, path, f"Pipeline {(doc.get('metadata') or {}).get('name')}", problems)
     tasks = [t for raw in spec.get("tasks") or [] if (t := pipeline_task(raw, False))]
     finally_tasks = [t for raw in spec.get("finally") or [] if (t := pipeline_task(raw, True))]
     results = [PipelineResult(str(r["name"]), r.get("value"), line_of(r))
                for r in spec.get("results") or [] if isinstance(r, dict) and r.get("name")]
-    if not tasks:
+    if not spec.get("tasks"):
         problems.add(path, line_of(spec), "the pipeline has no tasks")
     return Pipeline(
         name=str((doc.get("metadata") or {}).get("name") or path.stem), file=path,
@@ -391,15 +449,21 @@ def load_pipeline(path: Path, tasks_dirs: Iterable[Path], problems: Problems) ->
 
 def _resolve_task(raw: Map, name: str, path: Path, catalog: TaskCatalog, problems: Problems) -> TaskSpec | None:
     if isinstance(raw.get("taskSpec"), Map):
+        custom = raw["taskSpec"].get("apiVersion") or raw["taskSpec"].get("kind")
+        if custom:
+            refuse(problems, path, line_of(raw["taskSpec"]), f"pipeline task {name}", "custom-tasks",
+                   detail=str(custom))
+            return None
         return task_from(raw["taskSpec"], path, problems, inline_name=f"{name} (inline taskSpec)")
     ref = raw.get("taskRef")
-    if not isinstance(ref, dict) or not ref.get("name"):
-        how = "resolvers are" if isinstance(ref, dict) and ref.get("resolver") else "a taskRef without a name is"
-        problems.add(path, line_of(ref) or line_of(raw), f"pipeline task {name}: {how} not supported by the "
-                     "local executor; use taskRef.name or taskSpec")
+    if isinstance(ref, dict) and (ref.get("resolver") or ref.get("bundle")):
+        refuse(problems, path, line_of(ref) or line_of(raw), f"pipeline task {name}", "resolvers")
         return None
-    if ref.get("kind") not in (None, "Task"):
-        problems.add(path, line_of(ref), f"pipeline task {name}: taskRef kind {ref.get('kind')} is not supported")
+    if isinstance(ref, dict) and ref.get("kind") not in (None, "Task"):
+        refuse(problems, path, line_of(ref), f"pipeline task {name}", "custom-tasks", detail=f"kind {ref.get('kind')}")
+        return None
+    if not isinstance(ref, dict) or not ref.get("name"):
+        problems.add(path, line_of(ref) or line_of(raw), f"pipeline task {name} needs taskRef.name or taskSpec")
         return None
     task = catalog.task(str(ref["name"]), problems)
     if task is None:
@@ -415,7 +479,11 @@ def _resolve_task(raw: Map, name: str, path: Path, catalog: TaskCatalog, problem
 def type_error(spec: ParamSpec, value: Any) -> str:
     """Why a value does not fit a param ('' when it does)."""
     if spec.type == "string":
-        return "" if isinstance(value, (str, int, float, bool)) else f"must be a string, not {_kind(value)}"
+        if not isinstance(value, (str, int, float, bool)):
+            return f"must be a string, not {_kind(value)}"
+        if spec.enum and "$(" not in str(value) and str(value) not in spec.enum:
+            return f"is {value!r}, not one of its enum: {', '.join(spec.enum)}"
+        return ""
     if spec.type == "array":
         if not isinstance(value, list):
             return f"must be an array, not {_kind(value)}"

@@ -17,8 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from .model import Problems, Text, line_of
+from .unsupported import refuse
 
-REF = re.compile(r"\$\((?P<expr>\s*(?:params|tasks|finally|results|workspaces|context|steps)(?=[.\[])[^()$]*)\)")
+REF = re.compile(r"\$\((?P<expr>\s*(?:params|tasks|finally|results|workspaces|context|steps|inputs|artifacts|step)"
+                 r"(?=[.\[])[^()$]*)\)")
+# Tekton artifacts (alpha): $(artifacts.path), $(step.artifacts.path), $(steps|tasks.<x>.inputs|outputs...)
+ARTIFACTS = re.compile(r"^\s*(?:artifacts\.|step\.artifacts|(?:steps|tasks)\.[^.]+\.(?:inputs|outputs)\b)")
 _TOKEN = re.compile(r"""\.(?P<name>[A-Za-z0-9_-]+)|\[(?P<q>['"])(?P<quoted>[^'"\]]+)(?P=q)\]"""
                     r"""|\[(?P<star>\*)\]|\[(?P<index>\d+)\]""")
 STAR = "*"
@@ -106,11 +110,7 @@ def resolve(expr: str, scope: Level) -> Any:
 
 
 def _select(ref: str, value: Any, rest: list[Token]) -> Any:
-    if not rest:
-        if isinstance(value, (list, dict)):
-            kind = "an array" if isinstance(value, list) else "an object"
-            raise RefError(ref, f"is {kind}: write {ref[:-1]}[*]) for all of it (as a whole value), "
-                           f"or {'[0]' if isinstance(value, list) else '.key'} for one item")
+    if not rest:  # an array or object named without [*] is the whole of it, as Tekton substitutes it
         return value
     head, tail = rest[0], rest[1:]
     if head == STAR and not tail:
@@ -190,7 +190,7 @@ def string_errors(text: str, scope: Level) -> list[RefError]:
             continue
         if not whole and not isinstance(value, str):
             errors.append(RefError(match.group(0), "is an array or object; it can only stand alone as a whole "
-                                   "value, not inside a longer string", line=where))
+                                   "value (with or without [*]), not inside a longer string", line=where))
     return errors
 
 
@@ -238,8 +238,26 @@ class Expander:
             return None if any(v is None for k, v in mapped.items() if value[k] is not None) else mapped
         errors = string_errors(value, scope) if isinstance(value, str) else []
         for e in errors:
-            if e.missing:
+            if ARTIFACTS.match(e.ref[2:-1]):
+                refuse(self.problems, file, e.line or line_of(value) or line, e.ref, "artifacts")
+            elif e.missing:
                 self.missing.append(f"{e.ref}: {e.reason}")
             else:
                 self.problems.add(file, e.line or line_of(value) or line, f"{e.ref}: {e.reason}")
         return None if errors else expand(value, scope)
+
+
+def expand_known(text: str, scope: Level) -> str:
+    """Substitute the references of text that resolve to strings in scope, and leave the rest as written.
+
+    Tekton substitutes in passes (params, then context, results, workspaces): a value one pass
+    inserts may hold a variable of a later pass, and what no pass knows stays as it is.
+    """
+    def one(match: re.Match[str]) -> str:
+        try:
+            value = resolve(match["expr"], scope)
+        except RefError:
+            return match.group(0)
+        return value if isinstance(value, str) else match.group(0)
+
+    return REF.sub(one, text)

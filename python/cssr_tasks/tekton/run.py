@@ -14,6 +14,7 @@ Tekton semantics kept here (tektoncd/pipeline docs/pipelines.md and pipelinerunr
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import shutil
 import string
@@ -28,8 +29,9 @@ from typing import Any, Protocol, TextIO
 
 from ..errors import ConfigError, CssrError
 from ..log import Log
-from . import dag, summary
+from . import dag, results, summary
 from .model import (
+    ON_ERROR,
     Map,
     Pipeline,
     PipelineTask,
@@ -42,10 +44,11 @@ from .model import (
     parse_duration,
     type_error,
 )
-from .refs import AnyDict, AnyList, Expander, Level, Unavailable
+from .refs import AnyDict, AnyList, Expander, Level, Unavailable, expand_known
 from .steps import Launcher, Mount, Runner, StepSpec, can_mount, runner_for
+from .unsupported import refuse
 
-RESULTS_LIMIT = 4096  # bytes per TaskRun: Tekton's termination-message limit
+_RESULT_PATH = re.compile(r"\$\(results\.([^.)]*)\.path\)")
 
 
 @dataclass
@@ -61,6 +64,8 @@ class Options:
     run_dir: Path | None = None
     results_dir: Path | None = None
     environ: Mapping[str, str] = field(default_factory=dict)
+    # the documents of `file`, when the caller has read (or wrapped) them already: lines still name `file`
+    documents: Sequence[Map] | None = None
 
 
 @dataclass
@@ -139,7 +144,7 @@ class Executor:
         self.read_data = read_data
         self.checking = True  # no cluster reads, no folders, while the run is checked
         problems = Problems()
-        self.pipeline: Pipeline = load_pipeline(options.file, options.tasks_dirs, problems)
+        self.pipeline: Pipeline = load_pipeline(options.file, options.tasks_dirs, problems, options.documents)
         self.order = dag.order(self.pipeline, problems)
         self.params = self._pipeline_params(problems)
         self.workspaces = self._pipeline_workspaces(problems)
@@ -201,9 +206,16 @@ class Executor:
             for expression in pt.when:
                 self._when(pt, expression, scope, expand)
             params = self._bind_params(pt, scope, expand, problems)
-            self._bind_workspaces(pt, scope, expand, problems, create=False)
-            task_scope = self._task_scope(pt, params, {}, Path("/tekton/run"), attempt=1)
+            workspaces = self._bind_workspaces(pt, scope, expand, problems, create=False)
+            if not can_mount():
+                for w in workspaces:
+                    if self._read_only(pt, w):
+                        refuse(problems, self.pipeline.file, pt.line, f"pipeline task {pt.name} workspace {w}",
+                               "readonly-workspace-without-root")
+            task_scope = self._task_scope(pt, params, {w: None for w in workspaces}, Path("/tekton/run"),
+                                          attempt=1, outer=scope)
             for step in self._steps(pt, task_scope, expand):
+                self._check_step(pt, step, problems)
                 if "$(" in step.image:
                     continue  # named by a result: checked when the task starts
                 runner = runner_for(step, self.options.image_commands)
@@ -211,6 +223,27 @@ class Executor:
                     problems.add(pt.task.file, step.line, f"Task {pt.task.name}, step {step.name}: {runner}")
         for result in self.pipeline.results:
             expand(result.value, self._results_scope(placeholders=True), self.pipeline.file, result.line)
+
+    def _check_step(self, pt: PipelineTask, step: StepSpec, problems: Problems) -> None:
+        where = f"Task {pt.task.name} step {step.name}"
+        for text in [step.script or "", *step.args, *(step.command or [])]:
+            for name in _RESULT_PATH.findall(text):  # Tekton's admission checks these names too
+                if name not in pt.task.results:
+                    problems.add(pt.task.file, step.line, f"{where}: $(results.{name}.path) names no declared "
+                                 "result; Tekton's admission rejects it")
+        folder = step.working_dir
+        if folder and folder.startswith("/") and not folder.startswith(("/workspace", "/tekton")) \
+                and "$(" not in folder and not Path(folder).is_dir():
+            refuse(problems, pt.task.file, step.line, where, "workingdir-outside-workspace", detail=folder)
+
+    def _read_only(self, pt: PipelineTask, workspace: str) -> bool:
+        declared = pt.task.workspaces.get(workspace)
+        binding = next((b for b in pt.workspaces if b.get("name") == workspace), None)
+        return bool((declared and declared.read_only) or (binding and binding.get("readOnly")))
+
+    def _mount_path(self, pt: PipelineTask, workspace: str) -> str:
+        declared = pt.task.workspaces.get(workspace)
+        return declared.mount_path if declared else f"/workspace/{workspace}"
 
     # -- scopes ---------------------------------------------------------------------------
 
@@ -268,8 +301,9 @@ class Executor:
             "params": Level(f"the pipeline {self.pipeline.name} declares no param {{name}}", self.params),
             "tasks": Level(f"the pipeline {self.pipeline.name} has no task {{name}}", tasks),
             "workspaces": Level("the pipeline declares no workspace {name}", {
-                w: Level(f"workspaces.{w} has no {{name}} here", {"bound": "true" if w in self.workspaces
-                                                                  else "false"})
+                w: Level(f"workspaces.{w} has no {{name}} here", {
+                    "bound": "true" if w in self.workspaces else "false",
+                    "path": f"$(workspaces.{w}.path)"})  # as in Tekton, the TaskRun substitutes it
                 for w in self.pipeline.workspaces}),
             "context": Level("there is no context variable {name}", {
                 "pipelineRun": Level("context.pipelineRun has no {name}", {
@@ -280,30 +314,50 @@ class Executor:
         })
 
     def _task_scope(self, pt: PipelineTask, params: Mapping[str, Any], workspaces: Mapping[str, Path | None],
-                    folder: Path, attempt: int) -> Level:
+                    folder: Path, attempt: int, *, outer: Level | None = None) -> Level:
         task = pt.task
         taskrun = f"{self.run.name}-{pt.name}"
-        return Level("there is no variable root {name} in a Task", {
+        context = Level("there is no context variable {name} in a Task", {
+            "taskRun": Level("context.taskRun has no {name}", {
+                "name": taskrun, "namespace": self.run.namespace, "uid": str(uuid.uuid4())}),
+            # an embedded taskSpec has no Task name: Tekton gives the TaskRun's
+            "task": Level("context.task has no {name}", {"name": taskrun if task.inline else task.name,
+                                                         "retry-count": str(attempt - 1)}),
+        })
+        # Tekton substitutes params, then context: a default may use $(context...)
+        params = {k: expand_known(v, Level("", {"context": context})) if isinstance(v, str) else v
+                  for k, v in params.items()}
+        names = list(task.workspaces) + [w for w in workspaces if w not in task.workspaces]
+        items: dict[str, Any] = {
             "params": Level(f"Task {task.name} declares no param {{name}}", params),
+            "inputs": Level("inputs has no {name}; write $(params.x)", {
+                "params": Level(f"Task {task.name} declares no param {{name}}",
+                                {k: v for k, v in params.items() if isinstance(v, str)})}),
             "results": Level(f"Task {task.name} declares no result {{name}}", {
                 r: Level(f"results.{r} has no {{name}}; use results.{r}.path", {"path": str(folder / "results" / r)})
                 for r in task.results}),
             "workspaces": Level(f"Task {task.name} declares no workspace {{name}}", {
                 w: Level(f"workspaces.{w} has no {{name}}", {
-                    "path": str(workspaces.get(w) or ""), "bound": "true" if workspaces.get(w) else "false",
+                    "path": self._workspace_path(pt, w, workspaces.get(w)),
+                    "bound": "true" if w in workspaces and (workspaces[w] or self.checking) else "false",
                     "claim": "", "volume": w})
-                for w in task.workspaces}),
-            "context": Level("there is no context variable {name} in a Task", {
-                "taskRun": Level("context.taskRun has no {name}", {
-                    "name": taskrun, "namespace": self.run.namespace, "uid": str(uuid.uuid4())}),
-                "task": Level("context.task has no {name}", {"name": task.name, "retry-count": str(attempt - 1)}),
-            }),
+                for w in names}),
+            "context": context,
             "steps": Level(f"Task {task.name} has no step {{name}}", {
                 f"step-{self._step_name(s, i)}": Level("steps.step-x has no {name}", {
                     "exitCode": Level("exitCode has no {name}", {
                         "path": str(folder / "steps" / f"step-{self._step_name(s, i)}" / "exitCode")})})
                 for i, s in enumerate(task.steps)}),
-        })
+        }
+        if task.inline and outer is not None:  # an embedded taskSpec sees the pipeline's task results
+            items["tasks"] = outer.items["tasks"]
+        return Level("there is no variable root {name} in a Task", items)
+
+    def _workspace_path(self, pt: PipelineTask, workspace: str, folder: Path | None) -> str:
+        """Where a step finds the workspace: its folder; a readOnly one at its read-only mount."""
+        if folder is None:
+            return "" if not self.checking else f"/workspace/{workspace}"
+        return self._mount_path(pt, workspace) if self._read_only(pt, workspace) and can_mount() else str(folder)
 
     # -- binding --------------------------------------------------------------------------
 
@@ -329,6 +383,10 @@ class Executor:
                              f"pipeline task {pt.name}: param {name} {error}")
                 continue
             values[name] = value
+        if task.inline:  # a run's value beats a default: the pipeline's params reach an embedded taskSpec
+            for name, value in self.params.items():
+                if name not in pt.params:
+                    values.setdefault(name, value)
         for spec in task.params.values():
             if spec.name not in values and spec.name not in pt.params:
                 if spec.has_default:
@@ -336,17 +394,16 @@ class Executor:
                 else:
                     problems.add(self.pipeline.file, pt.line, f"pipeline task {pt.name} does not set param "
                                  f"{spec.name} of Task {task.name}, which has no default")
-        if task.inline:  # an embedded taskSpec sees the pipeline's params (Tekton's propagation)
-            for name, value in self.params.items():
-                values.setdefault(name, value)
         return values
 
     def _bind_workspaces(self, pt: PipelineTask, scope: Level, expand: Expander, problems: Problems,
                          *, create: bool) -> dict[str, Path | None]:
         bound: dict[str, Path | None] = {}
         for binding in pt.workspaces:
-            name, source = str(binding.get("name") or ""), str(binding.get("workspace") or "")
-            if name not in pt.task.workspaces:
+            # without `workspace:`, the pipeline workspace of the same name (Tekton maps by name)
+            name = str(binding.get("name") or "")
+            source = str(binding.get("workspace") or name)
+            if name not in pt.task.workspaces and not pt.task.inline:
                 problems.add(self.pipeline.file, line_of(binding), f"pipeline task {pt.name} binds workspace "
                              f"{name}, which Task {pt.task.name} does not declare")
                 continue
@@ -361,6 +418,10 @@ class Executor:
             if folder is not None and create:
                 folder.mkdir(parents=True, exist_ok=True)
             bound[name] = folder
+        if pt.task.inline:  # the pipeline's workspaces reach an embedded taskSpec (Tekton's propagation)
+            for name, folder in self.workspaces.items():
+                if name not in bound and (name in pt.task.workspaces or not pt.workspaces):
+                    bound[name] = folder
         for spec in pt.task.workspaces.values():
             if spec.name not in bound and not spec.optional:
                 problems.add(self.pipeline.file, pt.line, f"pipeline task {pt.name} does not bind workspace "
@@ -393,7 +454,8 @@ class Executor:
             merged = Map({**template, **raw})
             env_items = {str(e.get("name")): e for e in list(template.get("env") or []) + list(raw.get("env") or [])
                          if isinstance(e, dict)}
-            env: dict[str, str] = {}
+            env = self._env_from_sources(pt, name, list(template.get("envFrom") or []) +
+                                         list(raw.get("envFrom") or []), expand.problems)
             for env_name, item in env_items.items():
                 if "valueFrom" in item:
                     env[env_name] = self._env_from(pt, name, item, expand.problems)
@@ -416,7 +478,7 @@ class Executor:
                     expand.problems.add(task.file, line_of(raw), f"step {name}: {e}")
             if not image:
                 expand.problems.add(task.file, line_of(raw), f"Task {task.name} step {name} has no image")
-            mounts: dict[str, tuple[str, str, bool]] = {}
+            mounts: dict[str, tuple[str, str, bool, str]] = {}
             declared = {str(v.get("name")) for v in task.volumes}
             for mount in list(template.get("volumeMounts") or []) + list(raw.get("volumeMounts") or []):
                 if str(mount.get("name")) not in declared:
@@ -424,15 +486,38 @@ class Executor:
                                         f"which Task {task.name} does not declare")
                     continue
                 target = str(expand(mount.get("mountPath") or "", scope, task.file, line_of(mount)) or "")
-                mounts[target] = (str(mount["name"]), target, bool(mount.get("readOnly")))
+                sub = str(expand(mount.get("subPath") or "", scope, task.file, line_of(mount)) or "")
+                mounts[target] = (str(mount["name"]), target, bool(mount.get("readOnly")), sub)
             specs.append(StepSpec(
                 name=name, image=str(image or ""), raw_image=str(merged.get("image") or ""),
                 command=[str(c) for c in normalize(command)] if command is not None else None,
                 args=[str(a) for a in normalize(args or [])], script=str(script) if script is not None else None,
                 env=env, working_dir=str(working_dir) if working_dir else None, timeout=timeout,
-                on_error=str(merged.get("onError") or "stopAndFail"), line=line_of(raw),
+                on_error=self._on_error(pt, name, merged.get("onError"), scope, expand), line=line_of(raw),
                 mounts=tuple(mounts.values())))
         return specs
+
+    def _on_error(self, pt: PipelineTask, step: str, raw: Any, scope: Level, expand: Expander) -> str:
+        """The step's onError, substituted (Tekton substitutes it like any step string) and checked."""
+        value = expand(raw, scope, pt.task.file, line_of(raw)) if raw else "stopAndFail"
+        if isinstance(value, str) and "$(" not in value and value not in ON_ERROR:
+            expand.problems.add(pt.task.file, line_of(raw), f"Task {pt.task.name} step {step}: onError is "
+                                f"{value!r}; Tekton accepts {' or '.join(ON_ERROR)}")
+        return str(value or "stopAndFail")
+
+    def _env_from_sources(self, pt: PipelineTask, step: str, sources: list[Any], problems: Problems
+                          ) -> dict[str, str]:
+        """envFrom: every key of a Secret or ConfigMap as a variable (with its prefix); env wins over it."""
+        env: dict[str, str] = {}
+        for source in sources:
+            kind = "Secret" if "secretRef" in source else "ConfigMap" if "configMapRef" in source else ""
+            if not kind:
+                problems.add(pt.task.file, line_of(source), f"step {step}: envFrom takes secretRef or configMapRef")
+                continue
+            ref = source["secretRef" if kind == "Secret" else "configMapRef"] or {}
+            data = self._data(kind, str(ref.get("name")), bool(ref.get("optional")))
+            env.update({f"{source.get('prefix') or ''}{k}": v for k, v in data.items()})
+        return env
 
     def _env_from(self, pt: PipelineTask, step: str, item: Mapping[str, Any], problems: Problems) -> str:
         source = item.get("valueFrom") or {}
@@ -474,7 +559,8 @@ class Executor:
         for pt in self.order + self.pipeline.finally_tasks:
             ignore = Problems()
             params = self._bind_params(pt, self._pipeline_scope(pt, placeholders=True), Expander(ignore), ignore)
-            scope = self._task_scope(pt, params, {}, Path("/tekton/run"), attempt=1)
+            scope = self._task_scope(pt, params, {}, Path("/tekton/run"), attempt=1,
+                                     outer=self._pipeline_scope(pt, placeholders=True))
             for step in self._steps(pt, scope, Expander(ignore)):
                 runner = runner_for(step, self.options.image_commands) if "$(" not in step.image else None
                 how = runner.kind if isinstance(runner, Runner) else "decided when the task starts"
@@ -594,11 +680,12 @@ class Executor:
                  workspaces: dict[str, Path | None], attempt: int) -> tuple[bool, str, str]:
         folder = self.run_dir / "tasks" / pt.name
         shutil.rmtree(folder / "results", ignore_errors=True)
-        for sub in ("results", "home", "work", "steps"):
+        for sub in ("results", "home", "work", "steps", "run"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         problems = Problems()
         expand = Expander(problems)
-        scope = self._task_scope(pt, params, workspaces, folder, attempt)
+        scope = self._task_scope(pt, params, workspaces, folder, attempt,
+                                 outer=self._pipeline_scope(pt, placeholders=False))
         try:
             steps = self._steps(pt, scope, expand)
             volumes = self._volumes(pt, scope, folder / "volumes", expand)
@@ -619,15 +706,31 @@ class Executor:
             limits = [t for t in (step.timeout, deadline - time.monotonic() if deadline else None) if t is not None]
             if limits and min(limits) <= 0:
                 return False, "TaskRunTimeout", f"timed out after {summary.duration(pt.timeout)}"
-            mounts = [Mount(volumes[v], target, ro) for v, target, ro in step.mounts if v in volumes]
+            mounts, overrides = [], {}
+            for volume, target, ro, sub in step.mounts:
+                source = volumes[volume] / sub if sub else volumes[volume]
+                source.mkdir(parents=True, exist_ok=True)
+                if target.startswith(("/tekton/", "/workspace")):  # named in strings; no folder of this machine
+                    overrides[target] = str(source)
+                else:
+                    mounts.append(Mount(source, target, ro))
+            # a workspace some step lists (Tekton's isolated workspaces) reaches only the steps that list it
+            isolated = {str(u.get("name")) for raw in pt.task.steps for u in raw.get("workspaces") or []}
+            listed = {str(u.get("name")) for u in pt.task.steps[steps.index(step)].get("workspaces") or []}
+            visible = {w: p for w, p in workspaces.items() if w not in isolated or w in listed}
+            for w, path in visible.items():  # bound at its mountPath below, or named by its folder
+                if path is not None:
+                    target = self._mount_path(pt, w)
+                    overrides[target] = target if can_mount() else str(path)
+            launcher.tekton_folders(folder / "run", folder / "steps", overrides)
             if mounts and not can_mount():
                 self.log.warn(f"{pt.name}: step {step.name} mounts {', '.join(m.target for m in mounts)}; without "
                               "root and unshare it sees this machine's folders there instead")
             # As in a pod, workspaces also appear at their mountPath (/workspace/<name>), for paths written
             # out in params; $(workspaces.<name>.path) names the folder itself and works either way.
             if can_mount():
-                mounts += [Mount(path, pt.task.workspaces[w].mount_path, pt.task.workspaces[w].read_only)
-                           for w, path in workspaces.items() if path is not None]
+                mounts += [Mount(path, self._mount_path(pt, w), self._read_only(pt, w))
+                           for w, path in visible.items() if path is not None]
             else:
                 mounts = []
             try:
@@ -635,9 +738,14 @@ class Executor:
             except CssrError as e:
                 return False, "Failed", f"step {step.name}: {e}"
             state.steps.append((step.name, result.duration))
-            exit_file = folder / "steps" / f"step-{step.name}" / "exitCode"
-            exit_file.parent.mkdir(parents=True, exist_ok=True)
-            exit_file.write_text(str(result.exit_code))
+            for key in (f"step-{step.name}", str(steps.index(step))):  # Tekton links the index to the name
+                exit_file = folder / "steps" / key / "exitCode"
+                exit_file.parent.mkdir(parents=True, exist_ok=True)
+                exit_file.write_text(str(result.exit_code))
+            ignored = result.exit_code != 0 and not result.timed_out and step.on_error == "continue"
+            oversized = results.too_large(pt.task, folder / "results", str(result.exit_code) if ignored else None)
+            if oversized:
+                return False, "Failed", f"step {step.name}: {oversized}"
             if result.exit_code != 0:
                 if result.timed_out:
                     hit = "the task's" if deadline and time.monotonic() >= deadline else "its"
@@ -675,13 +783,7 @@ class Executor:
         return made
 
     def _read_results(self, pt: PipelineTask, folder: Path) -> dict[str, str]:
-        results = {name: (folder / name).read_text(encoding="utf-8", errors="replace")
-                   for name in pt.task.results if (folder / name).is_file()}
-        size = sum(len(v.encode()) for v in results.values())
-        if size > RESULTS_LIMIT:
-            self.log.warn(f"{pt.name}: results total {size} bytes, above Tekton's {RESULTS_LIMIT}-byte limit per "
-                          "TaskRun; a cluster would fail this task; move bulk data to a workspace")
-        return results
+        return results.on_disk(pt.task, folder)
 
     def _pipeline_results(self) -> dict[str, Any]:
         values: dict[str, Any] = {}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import IO, TextIO
 
 TASKS_IMAGE_PARAM = "$(params.tasks-image)"
+TEKTON_PREAMBLE = "#!/bin/sh\nset -e\n"  # what Tekton puts before a script without a shebang (pkg/pod/script.go)
 PASSTHROUGH = ("LANG", "LC_ALL", "TZ", "TMPDIR", "REGISTRY_AUTH_FILE", "no_proxy", "NO_PROXY")
 PASSTHROUGH_PREFIXES = ("CSSR_", "CONTAINERS_", "BUILDAH_")
 # cssr-tasks commands that are not Task steps: they take no --results-dir
@@ -57,7 +59,7 @@ class StepSpec:
     timeout: float | None
     on_error: str
     line: int
-    mounts: tuple[tuple[str, str, bool], ...] = ()  # (volume, mountPath, readOnly)
+    mounts: tuple[tuple[str, str, bool, str], ...] = ()  # (volume, mountPath, readOnly, subPath)
 
 
 @dataclass(frozen=True)
@@ -145,14 +147,30 @@ class Launcher:
     extra_env: dict[str, str] = field(default_factory=dict)
     # folders in which a missing workingDir is created, as Tekton creates one under /workspace
     creatable: tuple[Path, ...] = ()
+    # pod paths a step's strings may name -> the folder that stands for them here (longest wins); the
+    # Tekton folders every step has are added by tekton_folders()
+    paths: dict[str, str] = field(default_factory=dict)
+
+    def tekton_folders(self, run_dir: Path, steps_dir: Path, overrides: Mapping[str, str]) -> None:
+        """/tekton/results, /tekton/home, /tekton/run, /tekton/steps and /workspace, as in every Tekton step.
+
+        A volumeMount or workspace over one of them wins (`overrides`), as in a pod.
+        """
+        self.paths = {"/tekton/results": str(self.results_dir), "/tekton/home": str(self.home),
+                      "/tekton/run": str(run_dir), "/tekton/steps": str(steps_dir), "/workspace": str(self.work_dir),
+                      **overrides}
 
     def tekton_paths(self, text: str) -> str:
-        return text.replace("/tekton/results", str(self.results_dir)).replace("/tekton/home", str(self.home))
+        paths = self.paths or {"/tekton/results": str(self.results_dir), "/tekton/home": str(self.home)}
+        pattern = "|".join(re.escape(p) for p in sorted(paths, key=len, reverse=True))
+        return re.sub(rf"(?<![\w./-])({pattern})(?![\w.-])", lambda m: paths[m.group(1)], text)
 
     def argv(self, step: StepSpec, runner: Runner) -> list[str]:
         command = [self.tekton_paths(c) for c in step.command or []]
         args = [self.tekton_paths(a) for a in step.args]
-        script = self._script_file(step) if step.script is not None else None
+        # a local command in place of an image gets the script as Tekton writes it: without a shebang,
+        # `#!/bin/sh` and `set -e` come first
+        script = self._script_file(step, runner.kind == "--image-command") if step.script is not None else None
         if runner.kind == "--image-command":
             if script is not None:
                 return [*runner.local_command, str(script), *args]
@@ -169,10 +187,13 @@ class Launcher:
             return argv
         return [*command, *args]
 
-    def _script_file(self, step: StepSpec) -> Path:
+    def _script_file(self, step: StepSpec, preamble: bool = False) -> Path:
         self.scripts_dir.mkdir(parents=True, exist_ok=True)
         path = self.scripts_dir / f"{step.name}.sh"
-        path.write_text(self.tekton_paths(step.script or ""), encoding="utf-8")
+        script = self.tekton_paths(step.script or "")
+        if preamble and not script.startswith("#!"):
+            script = TEKTON_PREAMBLE + script
+        path.write_text(script, encoding="utf-8")
         path.chmod(0o755)
         return path
 
