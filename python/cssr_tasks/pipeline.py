@@ -16,6 +16,7 @@ import argparse
 import base64
 import contextlib
 import importlib
+import inspect
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from .sim import SimulatedCluster
 
 DEFAULT_FILE = "pipelines/cssr-deploy.yaml"
+# Where --sim-fixture hooks may live: the simulator's own modules and the test suite's.
+HOOK_PACKAGES = ("cssr_tasks.sim", "tests")
 
 
 def simulated_cluster(fixtures: Sequence[str] = ()) -> SimulatedCluster:
@@ -52,17 +55,36 @@ def simulated_cluster(fixtures: Sequence[str] = ()) -> SimulatedCluster:
 
 
 def load_hook(spec: str) -> Callable[[Any], None]:
+    """A hook is a function of one argument (the SimulatedCluster) in cssr_tasks.sim or the tests: checked
+    before the import, since importing runs a module's code, and `os:system` would be called with the cluster."""
     module_name, _, function = spec.partition(":")
     if not module_name or not function:
         raise ConfigError(f"--sim-fixture {spec!r} is not module:function; e.g. cssr_tasks.sim.operators:install")
+    if not any(module_name == root or module_name.startswith(root + ".") for root in HOOK_PACKAGES):
+        raise ConfigError(f"--sim-fixture {spec!r}: a hook lives in a module of {' or '.join(HOOK_PACKAGES)}; "
+                          "e.g. cssr_tasks.sim.operators:install")
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise ConfigError(f"could not import --sim-fixture module {module_name}: {e}; check the name") from e
     hook = getattr(module, function, None)
-    if not callable(hook):
+    if not inspect.isfunction(hook):
         raise ConfigError(f"--sim-fixture {spec}: {module_name} has no function {function}")
+    if not _is_hook(hook):
+        raise ConfigError(f"--sim-fixture {spec}: {function} is not a hook; a hook is `def {function}(sim: "
+                          "SimulatedCluster) -> None`, like cssr_tasks.sim.operators:install")
     return hook  # type: ignore[no-any-return]
+
+
+def _is_hook(function: Callable[..., Any]) -> bool:
+    """One positional parameter annotated SimulatedCluster (a string under `from __future__ import annotations`),
+    every other with a default: the documented hook signature, so no other function is called with the cluster."""
+    parameters = list(inspect.signature(function).parameters.values())
+    first, rest = (parameters[0], parameters[1:]) if parameters else (None, [])
+    annotation = getattr(first, "annotation", None)
+    named = annotation == "SimulatedCluster" or getattr(annotation, "__name__", "") == "SimulatedCluster"
+    return (first is not None and first.kind in (first.POSITIONAL_ONLY, first.POSITIONAL_OR_KEYWORD) and named
+            and all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in rest))
 
 
 def _pairs(values: Sequence[str] | None, flag: str, what: str) -> dict[str, str]:
