@@ -34,9 +34,19 @@ from . import depmod
 from .build_lock import LOCK_FILE, STAGING, BuildLock, host
 from .elf import strip_signature
 from .errors import ConfigError, CssrError
-from .kmod_checks import Check, dep_problems, read_kernels, read_modules, read_modules_dep, verify_dir, verify_tree
+from .kmod_checks import (
+    Check,
+    dep_problems,
+    read_folder,
+    read_kernels,
+    read_modules,
+    read_modules_dep,
+    read_modules_dir,
+    verify_dir,
+    verify_tree,
+)
 from .log import Log
-from .params import Reader
+from .params import Reader, path_problem, shown
 
 __all__ = ["LOCK_FILE", "STAGING", "Params", "Result", "commit", "main", "prepare", "run"]
 
@@ -46,7 +56,6 @@ SIGN_HASH = "sha256"
 KEY_FILES = ("key.pem", "key")
 CERT_FILES = ("cert.der", "cert.pem", "cert")
 TEMPLATE_FIELDS = ("kernel", "builder_root", "modules_dir")
-ABSOLUTE = r"/[^\s]*"
 END_GRACE_SECONDS = 5.0  # between SIGTERM and SIGKILL when the builder's process group is ended
 
 
@@ -67,33 +76,17 @@ class Params:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Params:
         read = Reader(environ)
-        command = read.string("builder-command", DEFAULT_BUILDER)
-        try:
-            argv = tuple(shlex.split(command))
-            if not argv:
-                read.fail("param builder-command is empty; give the builder and its arguments")
-        except ValueError as e:
-            read.fail(f"param builder-command={command!r} is not valid shell words ({e})")
-            argv = ()
-        if any("\n" in a for a in argv):
-            read.fail("param builder-command must not contain newlines")
-        given = read.raw("modules-dir")
-        if given is not None and not given.strip():
-            read.fail("param modules-dir is empty; give the modules volume's folder, such as "
-                      "/workspace/modules/modules")
         params = cls(
-            modules_dir=read.string("modules-dir", cls.modules_dir, pattern=ABSOLUTE,
-                                    hint="an absolute path without spaces"),
+            modules_dir=read_modules_dir(read, cls.modules_dir),
             kernels=read_kernels(read),
             modules=read_modules(read),
-            builder_command=argv,
-            builder_root=read.string("builder-root", "/", pattern=r"/\S*", hint="an absolute path without spaces"),
+            builder_command=_builder_command(read),
+            builder_root=read_folder(read, "builder-root", "/"),
             builder_output=read.string("builder-output", cls.builder_output),
-            kernel_tree_dir=read.string("kernel-tree-dir", "", pattern=r"/\S*",
-                                        hint="an absolute path without spaces, or empty"),
+            kernel_tree_dir=read_folder(read, "kernel-tree-dir", ""),
             lock_timeout=read.integer("lock-timeout", cls.lock_timeout, minimum=0),
             stale_after=read.integer("stale-after", cls.stale_after, minimum=1),
-            signing_secret_dir=read.string("signing-secret-dir", ""),
+            signing_secret_dir=read_folder(read, "signing-secret-dir", ""),
             signing_key_bound=read.boolean("signing-key-bound", False),
         )
         problem = _template_problem(params.builder_output)
@@ -111,6 +104,27 @@ class Params:
         root = self.builder_root.rstrip("/")
         return os.path.normpath(self.builder_output.format(kernel=kernel, builder_root=root,
                                                            modules_dir=self.modules_dir))
+
+
+def _builder_command(read: Reader) -> tuple[str, ...]:
+    """builder-command in shell words (no shell runs them: kmod-build.sh execs the words as they are). Its
+    first word names the program by Reader.path's rule, so that an option, a glob or a shell fragment
+    there is refused rather than run; the arguments are the builder's own business."""
+    command = read.string("builder-command", DEFAULT_BUILDER)
+    try:
+        argv = tuple(shlex.split(command))
+    except ValueError as e:
+        read.fail(f"param builder-command={shown(command)} is not valid shell words ({e})")
+        return ()
+    if not argv:
+        read.fail("param builder-command is empty; give the builder and its arguments")
+        return ()
+    problem = path_problem(argv[0])
+    if problem:
+        read.fail(f"param builder-command names the program {shown(argv[0])}, which {problem}; give the "
+                  "builder's path first, such as /usr/bin/dpdk_build.sh")
+        return ()
+    return argv
 
 
 def _template_problem(template: str) -> str | None:

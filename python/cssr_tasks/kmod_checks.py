@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import kernels as kernel_versions
 from .elf import ET_REL, ElfError, Module, expected_arch, read_module
-from .params import Reader
+from .params import Reader, shown
 
 DEFAULT_MODULES = ("igb_uio", "rte_kni")
 SUFFIXES = (".ko", ".ko.xz")
@@ -23,7 +23,11 @@ SUFFIXES = (".ko", ".ko.xz")
 IN_TREE = "uio"
 _MODULE_SUFFIX = re.compile(r"\.ko(\.(xz|zst|gz))?$")
 KERNEL_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._+~-]*"
-MODULE_PATTERN = r"[A-Za-z0-9_-]+"
+# `uname -r` is at most __NEW_UTS_LEN (64) characters (include/uapi/linux/utsname.h): no kernel is longer.
+KERNEL_MAX = 64
+# A module's name fills MODULE_NAME_LEN (64 - sizeof(unsigned long)) bytes with its NUL (include/linux/module.h):
+# 55 characters on 64-bit kernels. A leading - would read as an option of modprobe.
+MODULE_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_-]{0,54}"
 
 
 @dataclass(frozen=True)
@@ -61,9 +65,12 @@ def read_kernels(read: Reader) -> tuple[str, ...]:
     value = read.json("kernels", None, kind=list, required=True, hint=hint)
     if value is None:
         return ()
-    bad = [k for k in value if not isinstance(k, str) or not re.fullmatch(KERNEL_PATTERN, kernel_versions.normalize(k))]
+    bad = [k for k in value if not isinstance(k, str) or len(kernel_versions.normalize(k)) > KERNEL_MAX
+           or not re.fullmatch(KERNEL_PATTERN, kernel_versions.normalize(k))]
     if bad:
-        read.fail(f"param kernels has invalid kernel versions {bad!r}; {hint}")
+        listed = repr(bad) if len(repr(bad)) <= 100 else f"{repr(bad)[:100]}... ({len(bad)} of them)"
+        read.fail(f"param kernels has invalid kernel versions {listed}: a kernel release (uname -r) is at most "
+                  f"{KERNEL_MAX} letters, digits and . _ + ~ -; {hint}")
         return ()
     if not value:
         read.fail(f"param kernels is an empty array; {hint}")
@@ -75,8 +82,34 @@ def read_modules(read: Reader) -> tuple[str, ...]:
     raw = read.string("modules", ",".join(DEFAULT_MODULES))
     names = tuple(dict.fromkeys(n.strip().removesuffix(".ko") for n in raw.split(",") if n.strip()))
     if not names or any(not re.fullmatch(MODULE_PATTERN, n) for n in names):
-        read.fail(f"param modules={raw!r} is not valid; give module names separated by commas, such as igb_uio,rte_kni")
+        read.fail(f"param modules={shown(raw)} is not valid; give module names separated by commas, such as "
+                  "igb_uio,rte_kni (letters, digits, _ and -, not first, at most 55 characters each)")
     return names
+
+
+def read_modules_dir(read: Reader, default: str) -> str:
+    """The `modules-dir` param (shared with build-kmods): given, never empty."""
+    return read_folder(read, "modules-dir", default,
+                       given_empty="give the modules volume's folder, such as /workspace/modules/modules")
+
+
+def read_folder(read: Reader, name: str, default: str, *, given_empty: str = "") -> str:
+    """An absolute path without white space (kmod-build.sh reads it from a plan line), by Reader.path's rule.
+
+    With `given_empty`, a value given but empty is refused with that hint instead of meaning the default:
+    a folder this step writes into must be named, never the host's own (an empty modules-dir once put
+    the build lock and staging in /usr/lib/modules).
+    """
+    given = read.raw(name)
+    if given_empty and given is not None and not given.strip():
+        read.fail(f"param {name} is empty; {given_empty}")
+        return default
+    hint = "an absolute path without spaces"
+    value = read.path(name, default, hint=hint)
+    if value and (not value.startswith("/") or any(c.isspace() for c in value)):
+        read.fail(f"param {name}={shown(value)} is not valid; {hint}")
+        return default
+    return value
 
 
 def module_file(directory: Path, module: str) -> Path | None:

@@ -19,7 +19,7 @@ from typing import Any
 from . import kernels as kernel_versions
 from . import kmod_checks
 from .errors import CssrError
-from .kmod_checks import DEFAULT_MODULES, Check, read_kernels, read_modules, verify_tree
+from .kmod_checks import DEFAULT_MODULES, Check, read_kernels, read_modules, read_modules_dir, verify_tree
 from .log import Log
 from .params import Reader
 
@@ -40,7 +40,7 @@ class Params:
     def from_env(cls, environ: Mapping[str, str]) -> Params:
         read = Reader(environ)
         params = cls(
-            modules_dir=read.string("modules-dir", cls.modules_dir),
+            modules_dir=read_modules_dir(read, cls.modules_dir),
             kernels=read_kernels(read),
             modules=read_modules(read),
             require_signature=read.boolean("require-signature", False),

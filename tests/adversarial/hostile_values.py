@@ -101,7 +101,9 @@ FORMATS: dict[str, Format] = {
     # lists and maps
     # "NaN" in the comma form is one module of that name, which a kernel module may be (names are file names).
     "pools": NAMES, "pf-names": NAMES, "modules": fmt("list", accepts=("NaN",)), "kernel-args": NAMES, "allow-kernel-args": NAMES,
-    "builder-command": fmt("list", accepts=("unicode", "path-traversal", "shell", "a|b", "a && b")),
+    # A command line in shell words (the Task: "split like a shell would"), not a list: its first word is the
+    # program, by the path rule; "a && b" is program a with two arguments (no shell runs it).
+    "builder-command": fmt("str", accepts=("unicode", "a && b")),
     "kernel-versions": KERNELS, "kernels": KERNELS, "networks": fmt("list"),
     "dtk-images": fmt("dict", required=True), "task-statuses": fmt("dict"),
     "traffic-client": fmt("dict"), "traffic-server": fmt("dict"),
@@ -109,7 +111,10 @@ FORMATS: dict[str, Format] = {
 # Params some commands require (report's pipeline-run and namespace), by command.
 REQUIRED_BY: dict[str, set[str]] = {"report": {"pipeline-run", "namespace"}, "verify-image": {"kernel-set-id"},
                                     "check-init-image": {"kernel-set-id"}, "build-init-image": {"kernel-set-id"},
-                                    "watch-pools": {"namespace"}}
+                                    "watch-pools": {"namespace"},
+                                    # given empty, refused: it used to mean the default /usr/lib/modules, the
+                                    # host's own folder, where build-kmods put its lock and staging (issue 14, 5)
+                                    "build-kmods": {"modules-dir"}, "verify-kmods": {"modules-dir"}}
 
 
 @dataclass(frozen=True)

@@ -314,9 +314,23 @@ def test_a_volume_that_is_not_a_folder_is_one_clear_line(volume, run_cli, tmp_pa
     ({"kernels": '["bad kernel"]'}, "param kernels has invalid kernel versions"),
     ({"modules": "igb uio"}, "param modules='igb uio' is not valid"),
     ({"builder_root": "relative"}, "param builder-root='relative' is not valid"),
+    # issue 14 point 5: no path param leaves its folder, none reaches a command as an option or a shell fragment
+    ({"modules_dir": "/tmp/../usr/lib/modules"}, "param modules-dir='/tmp/../usr/lib/modules' has a .. component"),
+    ({"builder_root": "/etc/../etc"}, "param builder-root='/etc/../etc' has a .. component"),
+    ({"kernel_tree_dir": "/workspace/../etc"}, "param kernel-tree-dir='/workspace/../etc' has a .. component"),
+    ({"signing_secret_dir": "$(touch /tmp/x)"}, "param signing-secret-dir='$(touch /tmp/x)' holds '$' '(' ')'"),
+    ({"signing_secret_dir": "-1"}, "param signing-secret-dir='-1' has a component that starts with - or ~"),
+    ({"builder_command": "-1 /src"}, "param builder-command names the program '-1', which has a component that"),
+    ({"builder_command": "$(touch /tmp/x)"}, "param builder-command names the program '$(touch', which holds"),
+    ({"builder_command": '["/usr/bin/dpdk_build.sh"]'}, "param builder-command names the program '[/usr/bin/"),
+    ({"kernels": '["' + "5" * 65 + '"]'}, "a kernel release (uname -r) is at most 64 letters, digits"),
+    ({"modules": "igb_uio,-rte_kni"}, "param modules='igb_uio,-rte_kni' is not valid"),
+    ({"modules": "a" * 56}, "at most 55 characters each"),
 ], ids=["unparsable-command", "output-without-kernel", "output-typo", "output-attribute", "output-index",
         "output-huge-width", "output-conversion", "output-unclosed", "empty-modules-dir", "relative-modules-dir",
-        "kernels-not-json", "kernel-with-space", "module-with-space", "relative-root"])
+        "kernels-not-json", "kernel-with-space", "module-with-space", "relative-root", "modules-dir-up",
+        "root-up", "tree-dir-up", "signing-dir-shell", "signing-dir-option", "command-option", "command-shell",
+        "command-json", "kernel-too-long", "module-option", "module-too-long"])
 def test_bad_params_are_config_errors(volume, run_cli, flags, expected):
     """One line, exit 2, and nothing written: not the lock or staging in /usr/lib/modules (the default
     modules-dir, which an empty value used to fall back to), nor in the working directory."""

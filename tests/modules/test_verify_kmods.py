@@ -55,6 +55,25 @@ def test_default_modules_are_igb_uio_and_rte_kni(kernels, tmp_path, run_cli):
     assert ok.code == 0, ok.err
 
 
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--modules-dir", ""], "param modules-dir is empty; give the modules volume's folder"),
+    (["--modules-dir", "/tmp/../usr/lib/modules"], "param modules-dir='/tmp/../usr/lib/modules' has a .. component"),
+    (["--modules-dir", "modules"], "param modules-dir='modules' is not valid; an absolute path without spaces"),
+    (["--kernels", '["' + "5" * 65 + '"]'], "a kernel release (uname -r) is at most 64 letters, digits"),
+], ids=["empty-modules-dir", "modules-dir-up", "relative-modules-dir", "kernel-too-long"])
+def test_bad_params_end_in_one_line(kernels, tmp_path, run_cli, args, expected):
+    """An empty modules-dir no longer means the host's /usr/lib/modules (issue 14 point 5): it names the param."""
+    install(kernels[0], tmp_path)
+    given = dict(zip(args[::2], args[1::2], strict=True))
+    run = run_cli(["verify-kmods", *[part for name, value in {"--modules-dir": str(tmp_path),
+                                                              "--kernels": kernels_arg(kernels[0].release),
+                                                              **given}.items() for part in (name, value)]])
+    assert run.code == 2
+    assert expected in run.err
+    assert len(run.err.strip().splitlines()) == 1 and "Traceback" not in run.err
+    assert "modules" not in run.results
+
+
 def truncate_half(path):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
