@@ -2,9 +2,11 @@
 
 igb_uio.ko is built once against Debian's headers; the 20 kernels are variants whose `.modinfo`
 vermagic is rewritten to another release of the same length (`6.1.0-56-amd64` -> `6.1.0-07-amd64`),
-and rte_kni.ko is the same build renamed in `.modinfo`, as in the module tests. Measured twice: the
-command as a Tekton step runs it (a fresh `python -m cssr_tasks verify-kmods` process), and the
-`run()` function alone in this process.
+and rte_kni.ko is the same build renamed in `.modinfo`, as in the module tests. Each kernel's tree
+holds the in-tree uio.ko they need (kmod_standin's build) and is indexed by kmod's depmod through
+`cssr_tasks.depmod.update`, as build-kmods' commit leaves it: verify-kmods checks modules.dep too.
+Measured twice: the command as a Tekton step runs it (a fresh `python -m cssr_tasks verify-kmods`
+process), and the `run()` function alone in this process; the depmod time per kernel is printed too.
 """
 
 from __future__ import annotations
@@ -21,25 +23,24 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "python"))
 
-from cssr_tasks import verify_kmods  # noqa: E402
+from cssr_tasks import depmod, verify_kmods  # noqa: E402
 from cssr_tasks.log import Log  # noqa: E402
+from cssr_tasks.sim import kmod_standin  # noqa: E402
 
 KERNELS = 20
 MODULES = ("igb_uio", "rte_kni")
 ROUNDS = 5
 
 
-def build_igb_uio(work: Path) -> tuple[str, bytes]:
-    headers = sorted(Path("/usr/src").glob("linux-headers-*-amd64"))
-    sources = sorted(Path("/usr/src").glob("dpdk-kmods-*"))
-    if not headers or not sources or not shutil.which("make"):
-        print("skipped: needs make, linux-headers-amd64 and dpdk-kmods-dkms (scripts/install-system-deps)")
+def build_modules(work: Path) -> tuple[str, bytes, Path]:
+    """(release, igb_uio.ko's bytes, uio.ko) built against Debian's headers."""
+    headers, source = kmod_standin.debian_headers(), kmod_standin.igb_uio_source()
+    if headers is None or source is None or not shutil.which("make") or not shutil.which("depmod"):
+        print("skipped: needs make, depmod, linux-headers-amd64 and dpdk-kmods-dkms (scripts/install-system-deps)")
         sys.exit(0)
-    source = work / "igb_uio"
-    shutil.copytree(sources[-1], source)
-    subprocess.run(["make", "-C", str(headers[-1]), f"M={source}", "MODULE_CFLAGS=-fno-PIE", "modules"],
-                   check=True, capture_output=True)
-    return headers[-1].name.removeprefix("linux-headers-"), (source / "igb_uio.ko").read_bytes()
+    igb_uio = kmod_standin.build_igb_uio(headers, source, work / "igb_uio")
+    uio = kmod_standin.build_uio(headers, work / "uio")
+    return kmod_standin.release_of(headers), igb_uio.read_bytes(), uio
 
 
 def variants(release: str, count: int) -> list[str]:
@@ -48,23 +49,31 @@ def variants(release: str, count: int) -> list[str]:
     return [f"{version}-{str(i).zfill(len(abi))}-{flavour}" for i in range(count)]
 
 
-def lay_out(modules_dir: Path, release: str, data: bytes, count: int) -> list[str]:
+def lay_out(modules_dir: Path, release: str, data: bytes, uio: Path, *, count: int, work: Path) -> tuple[list[str], float]:
+    """The kernels' trees with their modules, indexed by depmod; returns (kernels, median depmod seconds)."""
     kernels = variants(release, count)
-    for kernel in kernels:
-        dpdk = modules_dir / kernel / "dpdk"
-        dpdk.mkdir(parents=True)
-        patched = data.replace(f"vermagic={release} ".encode(), f"vermagic={kernel} ".encode(), 1)
-        (dpdk / "igb_uio.ko").write_bytes(patched)
-        (dpdk / "rte_kni.ko").write_bytes(patched.replace(b"name=igb_uio\0", b"name=rte_kni\0", 1))
-    return kernels
+    took = []
+    with open("/dev/null", "w") as sink:
+        log = Log("bench", sink)
+        for kernel in kernels:
+            tree = modules_dir / kernel
+            (tree / "dpdk").mkdir(parents=True)
+            (tree / "kernel" / "drivers" / "uio").mkdir(parents=True)
+            shutil.copy(uio, tree / "kernel" / "drivers" / "uio" / "uio.ko")
+            patched = data.replace(f"vermagic={release} ".encode(), f"vermagic={kernel} ".encode(), 1)
+            (tree / "dpdk" / "igb_uio.ko").write_bytes(patched)
+            (tree / "dpdk" / "rte_kni.ko").write_bytes(kmod_standin.rename_module(patched, "igb_uio", "rte_kni"))
+            took.append(depmod.update(modules_dir, kernel, MODULES, scratch=work / "depmod", system_map=None,
+                                      log=log))
+    return kernels, statistics.median(took)
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        release, data = build_igb_uio(work)
+        release, data, uio = build_modules(work)
         modules_dir = work / "modules"
-        kernels = lay_out(modules_dir, release, data, KERNELS)
+        kernels, depmod_seconds = lay_out(modules_dir, release, data, uio, count=KERNELS, work=work)
         files = len(kernels) * len(MODULES)
         size = sum(p.stat().st_size for p in modules_dir.glob("*/dpdk/*.ko"))
 
@@ -95,6 +104,7 @@ def main() -> None:
         print(f"  as a step (fresh process): {step * 1000:.0f} ms wall, {step / files * 1000:.2f} ms per file")
         print(f"  run() in process:          {inproc * 1000:.0f} ms wall, {inproc / files * 1000:.2f} ms per file")
         print(f"  result `modules`: {len(result)} bytes ({json.loads(result).get('_omitted', 0)} kernels omitted)")
+        print(f"  depmod per kernel (setup, as build-kmods' commit runs it): {depmod_seconds * 1000:.0f} ms median")
 
 
 if __name__ == "__main__":
