@@ -6,18 +6,25 @@ TaskRuns (label tekton.dev/pipelineRun), as Tekton recorded them. Results are de
 not params: a finally task whose param names a result that was never produced is skipped by
 Tekton, and the report must run most of all when the run failed.
 
-ConfigMap `cssr-deploy-state` (keys kernel-set-id, kernel-versions, pipeline-run, time) is
-written only when the run Succeeded or Completed, and only when its kernel set differs from
-the recorded one: `pipeline-run` and `time` name the run that first proved this kernel set,
-and a re-run that changes nothing writes nothing.
+ConfigMap `cssr-deploy-state` (keys kernel-set-id, kernel-versions, modules-sha256,
+pipeline-run, time) is written only when the run Succeeded or Completed, and only when its
+kernel set or its modules differ from the recorded ones: `pipeline-run` and `time` name the run
+that first proved them, and a re-run that changes nothing writes nothing.
+
+modules-sha256 holds the full sha256 of each module file of the kernel set, read from the
+modules volume (the Task's optional modules workspace); the build-kmods result `modules` holds
+only their first 16 hex digits, to keep the results small, and each file must still match it:
+a file rebuilt since build-kmods verified it is not recorded as verified.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from . import kernels
@@ -32,6 +39,7 @@ STATE_CONFIGMAP = "cssr-deploy-state"
 TEKTON_API = "tekton.dev/v1"
 STATUSES = ("Succeeded", "Failed", "Completed", "None")
 GOOD = ("Succeeded", "Completed")
+MODULE_SUFFIXES = (".ko", ".ko.xz")
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,9 @@ class Params:
     aggregate_status: str = field(default="None", metadata={"help": "$(tasks.status)"})
     task_statuses: dict[str, str] = field(default_factory=dict,
                                           metadata={"help": "JSON object: pipeline task -> $(tasks.<t>.status)"})
+    modules_dir: str = field(default="", metadata={
+        "help": "the modules volume's modules folder (<kver>/dpdk/<module>.ko); default: modules/ of the "
+                "modules workspace when bound"})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Params:
@@ -53,6 +64,9 @@ class Params:
             aggregate_status=read.choice("aggregate-status", "None", STATUSES),
             task_statuses=read.json("task-statuses", {}, kind=dict,
                                     hint='e.g. {"preflight":"$(tasks.preflight.status)"}'),
+            modules_dir=read.string("modules-dir", "") or (
+                str(Path(environ["WORKSPACE_MODULES_PATH"]) / "modules") if environ.get("WORKSPACE_MODULES_PATH")
+                else ""),
         )
         for task, status in params.task_statuses.items():
             if status not in ("Succeeded", "Failed", "None"):
@@ -174,8 +188,10 @@ def _record(params: Params, taskruns: dict[str, dict[str, Any]], cluster: Cluste
                  "which do not match: nothing recorded")
         return False
     compact = json.dumps(kernels.kernel_set(versions), separators=(",", ":"))
+    sums = _modules_sha256(params.modules_dir, kernels.kernel_set(versions), _verified(taskruns), log)
     state = _state(cluster, params, log)
-    if state.get("kernel-set-id") == set_id and state.get("kernel-versions") == compact:
+    if state.get("kernel-set-id") == set_id and state.get("kernel-versions") == compact and \
+            (sums is None or state.get("modules-sha256") == sums):
         log.info(f"kernel set {set_id} is already the last good one (recorded by {state.get('pipeline-run')} at "
                  f"{state.get('time')}); nothing to change")
         return True
@@ -185,7 +201,8 @@ def _record(params: Params, taskruns: dict[str, dict[str, Any]], cluster: Cluste
                      "labels": {"app.kubernetes.io/name": "cssr-deploy",
                                 "app.kubernetes.io/managed-by": "cssr-deploy"}},
         "data": {"kernel-set-id": set_id, "kernel-versions": compact, "pipeline-run": params.pipeline_run,
-                 "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
+                 "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                 **({"modules-sha256": sums} if sums is not None else {})},
     }
     try:
         cluster.apply(configmap)
@@ -196,3 +213,50 @@ def _record(params: Params, taskruns: dict[str, dict[str, Any]], cluster: Cluste
     log.info(f"recorded kernel set {set_id} ({', '.join(kernels.kernel_set(versions))}) as the last good one in "
              f"ConfigMap {params.namespace}/{STATE_CONFIGMAP}{before}")
     return True
+
+
+def _verified(taskruns: dict[str, dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """kernel -> module -> sha256 prefix, from the `modules` result of the run's build-kmods (verify-kmods)."""
+    for taskrun in taskruns.values():
+        try:
+            value = json.loads(_results(taskrun).get("modules", ""))
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return {str(k): {str(m): str(r.get("sha256", "")) for m, r in mods.items() if isinstance(r, dict)}
+                    for k, mods in value.items() if isinstance(mods, dict)}
+    return {}
+
+
+def _modules_sha256(modules_dir: str, kernel_list: list[str], verified: dict[str, dict[str, str]],
+                    log: Log) -> str | None:
+    """JSON kernel -> module -> full sha256 of the module files on the volume; None when they cannot be recorded."""
+    if not modules_dir:
+        log.info("no modules workspace: the modules' sha256 are not recorded (bind the modules workspace)")
+        return None
+    found: dict[str, dict[str, str]] = {}
+    for kernel in kernel_list:
+        folder = Path(modules_dir) / kernel / "dpdk"
+        try:
+            files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(MODULE_SUFFIXES))
+            found[kernel] = {_module_name(p.name): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+        except OSError as e:
+            log.warn(f"could not read the modules of {kernel} in {folder}: {e.strerror}; their sha256 are not "
+                     "recorded")
+            return None
+        if not found[kernel]:
+            log.warn(f"{folder} holds no module: the modules' sha256 are not recorded")
+            return None
+    changed = [f"{kernel}/{module}" for kernel, modules in verified.items() for module, prefix in modules.items()
+               if kernel in found and not found[kernel].get(module, "").startswith(prefix or "-")]
+    if changed:
+        log.warn(f"{', '.join(changed)} on the volume no longer match what build-kmods verified (another run "
+                 "rebuilt them?): the modules' sha256 are not recorded")
+        return None
+    count = sum(len(m) for m in found.values())
+    log.info(f"sha256 of {count} module file(s) of {len(found)} kernel(s) read from {modules_dir}")
+    return json.dumps(found, sort_keys=True, separators=(",", ":"))
+
+
+def _module_name(file_name: str) -> str:
+    return next(file_name[: -len(s)] for s in sorted(MODULE_SUFFIXES, key=len, reverse=True) if file_name.endswith(s))

@@ -6,11 +6,12 @@ results), so the report reads what it reads on a real cluster.
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
 
-from cssr_tasks import kernels, report
+from cssr_tasks import kernels, report, verify_kmods
 from cssr_tasks.errors import ConfigError, CssrError
 from cssr_tasks.sim import fixtures as fx
 
@@ -184,3 +185,78 @@ def test_the_command_writes_recorded(seeded, run_cli):
     assert done.code == 0, done.err
     assert done.results == {"recorded": "true"}
     assert "built modules for 1 kernel(s)" in done.err
+
+
+# -- the modules' full sha256 in cssr-deploy-state ------------------------------------------------
+
+
+def module_files(root, contents: dict[str, dict[str, bytes]]) -> dict[str, dict[str, str]]:
+    """Writes <root>/modules/<kver>/dpdk/<name> files; returns the full sha256 per kernel and module."""
+    sums: dict[str, dict[str, str]] = {}
+    for kernel, files in contents.items():
+        folder = root / "modules" / kernel / "dpdk"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+            sums.setdefault(kernel, {})[report._module_name(name)] = hashlib.sha256(data).hexdigest()
+    return sums
+
+
+def verified_result(sums: dict[str, dict[str, str]]) -> str:
+    """build-kmods' `modules` result as verify-kmods writes it: the first 16 hex digits of each sha256."""
+    return json.dumps({k: {m: {"sha256": h[:verify_kmods.SHA256_HEX], "size": 1} for m, h in mods.items()}
+                       for k, mods in sums.items()})
+
+
+@pytest.fixture
+def volume(tmp_path):
+    files = {K416: {"igb_uio.ko": b"\x7fELF igb_uio 416", "rte_kni.ko.xz": b"\xfd7zXZ rte_kni 416"},
+             K417: {"igb_uio.ko": b"\x7fELF igb_uio 417", "rte_kni.ko.xz": b"\xfd7zXZ rte_kni 417"}}
+    return tmp_path, module_files(tmp_path, files)
+
+
+def seed_verified(sim, sums) -> None:
+    sim.put(taskrun("build-kmods", results={"built-kernels": json.dumps([K417]), "modules": verified_result(sums)}))
+
+
+def test_the_full_sha256_of_the_verified_modules_are_recorded(seeded, cluster, log, volume):
+    root, sums = volume
+    seed_verified(seeded, sums)
+    result = report.run(report.Params.from_env({
+        "PARAM_PIPELINE_RUN": RUN, "PARAM_NAMESPACE": NS, "PARAM_AGGREGATE_STATUS": "Succeeded",
+        "PARAM_TASK_STATUSES": json.dumps(STATUSES), "WORKSPACE_MODULES_PATH": str(root)}), cluster=cluster, log=log)
+    assert result.recorded
+    recorded = json.loads(state(seeded)["modules-sha256"])
+    assert recorded == sums
+    assert recorded[K417]["rte_kni"] == hashlib.sha256(b"\xfd7zXZ rte_kni 417").hexdigest()  # .ko.xz as on disk
+    assert "sha256 of 4 module file(s) of 2 kernel(s)" in log.text
+
+
+def test_a_module_rebuilt_since_verification_is_not_recorded(seeded, cluster, log, volume):
+    root, sums = volume
+    seed_verified(seeded, sums)
+    (root / "modules" / K417 / "dpdk" / "igb_uio.ko").write_bytes(b"\x7fELF rebuilt by another run")
+    assert report.run(params(modules_dir=str(root / "modules")), cluster=cluster, log=log).recorded
+    data = state(seeded)
+    assert data["kernel-set-id"] == SET and "modules-sha256" not in data
+    assert f"{K417}/igb_uio on the volume no longer match what build-kmods verified" in log.text
+
+
+def test_rebuilt_modules_of_the_same_kernel_set_are_recorded_again(seeded, cluster, log, volume):
+    root, sums = volume
+    seed_verified(seeded, sums)
+    assert report.run(params(modules_dir=str(root / "modules")), cluster=cluster, log=log).recorded
+    seeded.clear_requests()
+    assert report.run(params(modules_dir=str(root / "modules")), cluster=cluster, log=log).recorded
+    assert seeded.writes() == [], "nothing changed, nothing written"
+    signed = module_files(root, {K416: {"igb_uio.ko": b"\x7fELF igb_uio 416 signed"}})
+    seed_verified(seeded, {**sums, K416: {**sums[K416], **signed[K416]}})
+    assert report.run(params(modules_dir=str(root / "modules")), cluster=cluster, log=log).recorded
+    assert json.loads(state(seeded)["modules-sha256"])[K416]["igb_uio"] == signed[K416]["igb_uio"]
+
+
+def test_a_kernel_without_modules_on_the_volume_records_no_sha256(seeded, cluster, log, tmp_path):
+    module_files(tmp_path, {K416: {"igb_uio.ko": b"x"}})
+    assert report.run(params(modules_dir=str(tmp_path / "modules")), cluster=cluster, log=log).recorded
+    assert "modules-sha256" not in state(seeded)
+    assert f"could not read the modules of {K417}" in log.text
