@@ -16,6 +16,7 @@ headers) is still green and writes the applied manifests.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -158,6 +159,12 @@ def test_the_first_run_builds_and_deploys(demo, first):
     assert demo.ssr is not None and demo.ssr.logins
     assert first.results("report")["recorded"] == "true"
     assert state(demo)["kernel-set-id"] == set_id and state(demo)["pipeline-run"] == "first"
+    # provenance: Tekton Chains' type hints name the pushed image; the modules' full sha256 are in the state
+    assert (first.outcome.results["IMAGE_URL"], first.outcome.results["IMAGE_DIGEST"]) == (
+        image["IMAGE_URL"], image["IMAGE_DIGEST"]) == (image["image-url"], image["image-digest"])
+    igb_uio = hashlib.sha256((modules_dir(demo) / K416 / "dpdk" / "igb_uio.ko").read_bytes()).hexdigest()
+    assert json.loads(state(demo)["modules-sha256"])[K416]["igb_uio"] == igb_uio
+    assert json.loads(first.outcome.results["kernel-modules"])[K416]["igb_uio"]["sha256"] == igb_uio[:16]
     assert "[report] PipelineRun first: Succeeded" in first.log
 
 
@@ -182,6 +189,7 @@ def test_a_second_run_builds_nothing_pushes_nothing_and_changes_nothing(demo, fi
     assert json.loads(second.results("build-kmods")["built-kernels"]) == []
     assert demo.builds.read_text() == builds
     assert second.outcome.results["init-image-digest"] == digest
+    assert "IMAGE_URL" not in second.outcome.results  # no image built: nothing for Tekton Chains to attest
     assert second.outcome.results["statefulset-revision"] == first.outcome.results["statefulset-revision"]
     assert statefulset(demo)["spec"] == sts["spec"]
     assert re.search(r"\[report\] +build-cssr-init +Skipped +- +-", second.log), second.log
