@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +36,9 @@ MCO_API = "machineconfiguration.openshift.io/v1"
 SRIOV_API = "sriovnetwork.openshift.io/v1"
 NAD_API = "k8s.cni.cncf.io/v1"
 HUGEPAGES_PAGE = {size: page for size, (_, page) in manifests.HUGEPAGES.items()}
+# Between two looks at the cluster during a wait: at least a tenth of a second (poll-interval=0 made
+# 1,500 LISTs a second), at most ten minutes; smoke-test's interval has the same bounds.
+MIN_POLL_INTERVAL, MAX_POLL_INTERVAL = 0.1, 600.0
 
 
 @dataclass(frozen=True)
@@ -52,9 +54,10 @@ class Params(manifests.Params):
     @classmethod
     def read(cls, read: Reader) -> dict[str, Any]:
         values = super().read(read)
-        values.update(gate_timeout=seconds(read, "gate-timeout", cls.gate_timeout),
-                      rollout_timeout=seconds(read, "rollout-timeout", cls.rollout_timeout),
-                      poll_interval=seconds(read, "poll-interval", cls.poll_interval),
+        values.update(gate_timeout=read.seconds("gate-timeout", cls.gate_timeout),
+                      rollout_timeout=read.seconds("rollout-timeout", cls.rollout_timeout),
+                      poll_interval=read.seconds("poll-interval", cls.poll_interval, minimum=MIN_POLL_INTERVAL,
+                                                 maximum=MAX_POLL_INTERVAL),
                       docker_config=init_image.read_docker_config(read, read.environ),
                       tls_verify=read.tls_verify())
         return values
@@ -65,20 +68,6 @@ class Result:
     statefulset_revision: str
     pods: list[str]
     init_image_digest: str
-
-
-def seconds(read: Reader, name: str, default: float) -> float:
-    value = read.raw(name)
-    if value is None or not value.strip():
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not math.isfinite(number) or number < 0:
-        read.fail(f"param {name}={value!r} is not a number of seconds such as 600 or 0.5")
-        return default
-    return number
 
 
 def run(params: Params, *, cluster: Cluster, log: Log) -> Result:

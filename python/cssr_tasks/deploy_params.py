@@ -16,21 +16,25 @@ from typing import Any, Self
 
 from . import node_power, selectors
 from .errors import ConfigError
+from .k8s_names import name_problem
 from .kmod_checks import DEFAULT_MODULES, read_modules
-from .params import Reader
+from .params import Reader, shown
 
 HUGEPAGES = {"2M": ("hugepages-2Mi", Decimal(2 * 2**20)), "1G": ("hugepages-1Gi", Decimal(2**30))}
 
-DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
-DNS_SUBDOMAIN = r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"
-RESOURCE_NAME = r"[a-zA-Z0-9_]+"
+# The SR-IOV operator's resourceName (^[a-zA-Z0-9_]+$ in its CRD) becomes the extended resource
+# openshift.io/<name>, whose name part is a qualified name of at most 63 characters.
+RESOURCE_NAME = r"[a-zA-Z0-9_]{1,63}"
 PF_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}"  # a Linux interface name has at most 15 characters
 DIGEST = r"sha256:[0-9a-f]{64}"
 # registry host[:port], at least one path component, an optional tag and an optional digest
 IMAGE = (r"[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)+"
          r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?")
-CPU_SET = r"\d+(-\d+)?(,\d+(-\d+)?)*"
-KERNEL_ARG_NAME = r"[A-Za-z0-9_.-]+"
+CPU_SET = r"[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*"  # ASCII digits: \d would take Arabic-Indic ones
+# A kernel parameter's name: [module.]parameter, C identifiers in which - and _ are the same
+# (Documentation/admin-guide/kernel-parameters.rst); never a leading '-' ("--" ends the kernel's own
+# arguments and hands the rest to init). 128 characters is far past any name the kernel defines.
+KERNEL_ARG_NAME = r"[A-Za-z][A-Za-z0-9_.-]{0,127}"
 KERNEL_ARG = KERNEL_ARG_NAME + r"(=\S+)?"
 QUANTITY = r"([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?"
 _SUFFIX: dict[str, Decimal] = {
@@ -112,26 +116,23 @@ class Params:
     @classmethod
     def read(cls, read: Reader) -> dict[str, Any]:
         """Every field from the environment; subclasses add theirs."""
-        image_hint = "a fully qualified image reference such as quay.io/org/name:1.2 or registry/ns/name@sha256:..."
         return {
-            "namespace": read.string("namespace", cls.namespace, pattern=DNS_LABEL,
-                                     hint="a DNS-1123 label: lower-case letters, digits and '-', at most 63"),
+            "namespace": read.name("namespace", cls.namespace, hint="choose one such as cssr-lab"),
             "replicas": read.integer("replicas", cls.replicas, minimum=1, maximum=MAX_REPLICAS),
-            "node_selector": optional(read, "node-selector", cls.node_selector, r".*", ""),
+            "node_selector": node_selector(read, cls.node_selector),
             "pool": read.pool(default=cls.pool),
             "allow_control_plane": read.boolean("allow-control-plane", cls.allow_control_plane),
-            "router_image": read.string("router-image", cls.router_image, pattern=IMAGE, hint=image_hint),
+            "router_image": image(read, "router-image", cls.router_image),
             "modules": read_modules(read),
-            "kmod_builder_image": read.string("kmod-builder-image", cls.kmod_builder_image, pattern=IMAGE,
-                                              hint=image_hint),
-            "init_image": read.string("init-image", cls.init_image, pattern=IMAGE, hint=image_hint),
+            "kmod_builder_image": image(read, "kmod-builder-image", cls.kmod_builder_image),
+            "init_image": image(read, "init-image", cls.init_image),
             "init_image_digest": optional(read, "init-image-digest", cls.init_image_digest, DIGEST,
                                           "sha256: and 64 hex digits, e.g. build-init-image's image-digest"),
-            "images_namespace": optional(read, "images-namespace", cls.images_namespace, DNS_LABEL,
-                                         "a namespace name, or empty"),
+            "images_namespace": optional_name(read, "images-namespace", cls.images_namespace,
+                                              "a namespace name, or empty"),
             "network_mode": read.choice("network-mode", cls.network_mode, ("macvlan", "sriov")),
             "networks": _networks(read),
-            "pf_names": _list(read, "pf-names", cls.pf_names, ","),
+            "pf_names": pf_names(read, cls.pf_names),
             "num_vfs": read.integer("num-vfs", cls.num_vfs, minimum=1, maximum=MAX_VFS),
             "resource_name": optional(read, "resource-name", cls.resource_name, RESOURCE_NAME,
                                       "letters, digits and '_' only (^[a-zA-Z0-9_]+$)"),
@@ -147,11 +148,11 @@ class Params:
             "cpu_isolated": optional(read, "cpu-isolated", cls.cpu_isolated, CPU_SET, "a cpuset such as 2-31"),
             "cpu": quantity(read, "cpu", cls.cpu),
             "memory": quantity(read, "memory", cls.memory, allow_empty=True),
-            "modules_storage_class": optional(read, "modules-storage-class", cls.modules_storage_class,
-                                              DNS_SUBDOMAIN, "a StorageClass name, or empty for the default"),
+            "modules_storage_class": optional_name(read, "modules-storage-class", cls.modules_storage_class,
+                                                   "a StorageClass name, or empty for the default", subdomain=True),
             "modules_size": quantity(read, "modules-size", cls.modules_size),
-            "data_storage_class": optional(read, "data-storage-class", cls.data_storage_class, DNS_SUBDOMAIN,
-                                           "a StorageClass name, or empty for the default"),
+            "data_storage_class": optional_name(read, "data-storage-class", cls.data_storage_class,
+                                                "a StorageClass name, or empty for the default", subdomain=True),
             "data_size": quantity(read, "data-size", cls.data_size),
         }
 
@@ -214,18 +215,11 @@ class Params:
 
     def _pf_problems(self) -> list[str]:
         found = []
-        if not self.pf_names:
-            found.append("param pf-names is empty; name at least one PF, e.g. [\"ens6f0np0\"]")
         for pf in self.pf_names:
-            if not re.fullmatch(PF_NAME, pf):
-                found.append(f"param pf-names: {pf!r} is not an interface name (at most 15 letters, digits, "
-                             "'.', '_' or '-'; no VF range, which is derived from network-mode)")
-            elif not self.resource_name and not re.fullmatch(RESOURCE_NAME, pf):
+            if not self.resource_name and not re.fullmatch(RESOURCE_NAME, pf):
                 found.append(f"param pf-names: {pf!r} cannot name its SR-IOV resource (^[a-zA-Z0-9_]+$); "
                              "set resource-name")
-        if len(set(self.pf_names)) != len(self.pf_names):
-            found.append(f"param pf-names lists a PF twice: {list(self.pf_names)}")
-        if self.resource_name and not re.fullmatch(DNS_LABEL, "cssr-" + dns_name(self.resource_name)):
+        if self.resource_name and name_problem("cssr-" + dns_name(self.resource_name)):
             found.append(f"param resource-name={self.resource_name!r} cannot name a policy; use letters and digits")
         return found
 
@@ -236,10 +230,10 @@ class Params:
                 found.append(f"param networks[{i}] must be an object with a \"name\", e.g. "
                              "{\"name\": \"ens6f0np0-macvlan\"}")
                 continue
-            if not re.fullmatch(DNS_SUBDOMAIN, entry["name"]):
+            if name_problem(entry["name"], subdomain=True):
                 found.append(f"param networks[{i}].name={entry['name']!r} is not a NetworkAttachmentDefinition name")
             namespace = entry.get("namespace", self.namespace)
-            if not isinstance(namespace, str) or not re.fullmatch(DNS_LABEL, namespace):
+            if not isinstance(namespace, str) or name_problem(namespace):
                 found.append(f"param networks[{i}].namespace={namespace!r} is not a namespace name")
         return found
 
@@ -363,6 +357,55 @@ def optional(read: Reader, name: str, default: str, pattern: str, hint: str) -> 
     if value and not re.fullmatch(pattern, value):
         read.fail(f"param {name}={value!r} is not valid; {hint}")
     return value
+
+
+def optional_name(read: Reader, name: str, default: str, hint: str, *, subdomain: bool = False) -> str:
+    """An optional object name (k8s_names' rule): unset gives the default; set but empty means "none"."""
+    value = optional(read, name, default, r".*", hint)
+    problem = name_problem(value, subdomain=subdomain) if value else ""
+    if problem:
+        read.fail(f"param {name}={shown(value)} {problem}; {hint}")
+        return default
+    return value
+
+
+def node_selector(read: Reader, default: str) -> str:
+    """The selector by the Reader's rule (kubectl form, Kubernetes' label rules); given but empty, it is kept
+    empty, for Params to refuse: an empty selector selects every node."""
+    raw = read.raw("node-selector")
+    if raw is not None and not raw.strip():
+        return ""
+    return read.selector("node-selector", default)
+
+
+def image(read: Reader, name: str, default: str) -> str:
+    """An image reference by the Reader's rule (grammar and length), and fully qualified: the nodes pull it
+    from the registry it names, never from a search list."""
+    hint = "a fully qualified image reference such as quay.io/org/name:1.2 or registry/ns/name@sha256:..."
+    value = read.image(name, default, hint=hint)
+    if value and not re.fullmatch(IMAGE, value):
+        read.fail(f"param {name}={shown(value)} is not valid; {hint}")
+        return default
+    return value
+
+
+def pf_names(read: Reader, default: tuple[str, ...]) -> tuple[str, ...]:
+    """SR-IOV physical functions: Linux interface names, each once; empty gives the default."""
+    raw = read.raw("pf-names")
+    if raw is None or not raw.strip():
+        return default
+    names = _list(read, "pf-names", default, ",")
+    if not names:
+        read.fail("param pf-names holds no PF; name at least one, e.g. [\"ens6f0np0\"]")
+        return default
+    bad = [pf for pf in names if not re.fullmatch(PF_NAME, pf)]
+    for pf in bad[:3]:
+        read.fail(f"param pf-names: {shown(pf, 40)} is not an interface name (at most 15 letters, digits, "
+                  "'.', '_' or '-'; no VF range, which is derived from network-mode)")
+    if len(set(names)) != len(names):
+        read.fail(f"param pf-names lists a PF twice: {shown(','.join(names))}")
+        return default
+    return default if bad else names
 
 
 def quantity(read: Reader, name: str, default: str, *, allow_empty: bool = False) -> str:

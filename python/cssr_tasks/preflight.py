@@ -20,13 +20,12 @@ The step only reads: CRDs, nodes, MachineConfigPools, SriovNetworkNodeStates, an
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from . import node_power, selectors
+from . import deploy_params, node_power, selectors
 from .cluster import Cluster
 from .errors import ApiError, ConfigError, CssrError, Forbidden, NotFound
 from .log import Log
@@ -56,17 +55,8 @@ PERFORMANCE_CRD = ("performanceprofiles.performance.openshift.io",
                    "hugepages-method=performanceprofile needs the Node Tuning Operator (OpenShift 4.11+, "
                    "oc get co node-tuning); or set hugepages-method=machineconfig")
 
-_QUANTITY = re.compile(r"(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?")
-_UNITS: dict[str, Decimal | int] = {"": 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
-          "m": Decimal("0.001"), "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
-
-
-def quantity(text: str) -> Decimal:
-    """A Kubernetes quantity ("16Gi", "7", "500m") as a number; ValueError when it is not one."""
-    match = _QUANTITY.fullmatch(str(text).strip())
-    if not match:
-        raise ValueError(f"{text!r} is not a quantity")
-    return Decimal(match[1]) * Decimal(_UNITS[match[2] or ""])
+# A Kubernetes quantity ("16Gi", "7", "500m") as a number; ValueError when it is not one.
+quantity = deploy_params.parse_quantity
 
 
 @dataclass(frozen=True)
@@ -94,34 +84,29 @@ class Params:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Params:
         read = Reader(environ)
+        image_repository = read.raw("image-repository")
         params = cls(
             # empty means "the pool's nodes", so an empty value is not replaced by the default
-            node_selector=cls.node_selector if read.raw("node-selector") is None
-            else str(read.raw("node-selector")).strip(),
+            node_selector=deploy_params.node_selector(read, cls.node_selector),
             pool=read.pool(),
             allow_control_plane=read.boolean("allow-control-plane", False),
             allow_updating=read.boolean("allow-updating", False),
             hugepages_method=read.choice("hugepages-method", cls.hugepages_method,
                                          ("machineconfig", "performanceprofile", "none")),
             hugepages_size=read.choice("hugepages-size", cls.hugepages_size, tuple(HUGEPAGES)),
-            hugepages_request=read.string("hugepages-request", cls.hugepages_request, pattern=_QUANTITY.pattern,
-                                          hint="a quantity such as 4Gi"),
+            hugepages_request=deploy_params.quantity(read, "hugepages-request", cls.hugepages_request),
             hugepages_count=read.integer("hugepages-count", cls.hugepages_count, minimum=1),
             replicas=read.integer("replicas", cls.replicas, minimum=1),
             network_mode=read.choice("network-mode", cls.network_mode, ("macvlan", "sriov")),
-            pf_names=_names(read, "pf-names", cls.pf_names),
-            resource_name=read.string("resource-name", "", pattern=r"[A-Za-z0-9_]+",
-                                      hint="letters, digits and '_' only"),
+            pf_names=deploy_params.pf_names(read, cls.pf_names),
+            resource_name=read.string("resource-name", "", pattern=deploy_params.RESOURCE_NAME,
+                                      hint="at most 63 letters, digits and '_'"),
             # empty means "skip the check", so an empty value is not replaced by the default
-            image_repository=cls.image_repository if read.raw("image-repository") is None
-            else str(read.raw("image-repository")).strip(),
+            image_repository="" if image_repository is not None and not image_repository.strip()
+            else read.image("image-repository", cls.image_repository),
             tls_verify=read.tls_verify(),
         )
-        try:
-            selectors.parse(params.node_selector)
-        except ConfigError as e:
-            read.fail(str(e))
-        if not params.node_selector.strip() and not params.pool:
+        if not params.node_selector and not params.pool:
             read.fail("param node-selector is empty and no pool is named, which selects every node (the control "
                       "plane included); name the router's nodes, e.g. node-role.kubernetes.io/worker=")
         if params.pool in node_power.CONTROL_PLANE_POOLS and not params.allow_control_plane:
@@ -134,16 +119,6 @@ class Params:
     def sriov_resources(self) -> list[str]:
         names = [self.resource_name] if self.resource_name else list(self.pf_names)
         return [f"openshift.io/{n}" for n in names]
-
-
-def _names(read: Reader, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-    raw = read.raw(name)
-    if raw is None or not raw.strip():
-        return default
-    if raw.strip().startswith("["):
-        value = read.json(name, list(default), kind=list)
-        return tuple(str(v) for v in value)
-    return tuple(p.strip() for p in raw.split(",") if p.strip())
 
 
 @dataclass(frozen=True)

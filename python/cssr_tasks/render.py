@@ -8,6 +8,11 @@ value), then `--<param>` options, each winning over the one before. With `--out 
 written to its own file, numbered in apply order (`oc apply -f DIR` keeps that order); without it,
 the objects go to stdout as one YAML stream. Offline, a network the params name that is not rendered
 here cannot be checked: render warns, and apply-manifests refuses it unless it exists.
+
+render takes the options every command takes (cli.common_arguments), so that a script calls any
+command the same way, and reports a bad option as every command does (one line, exit 2). Being
+offline, it contacts no cluster whatever --kubeconfig or --simulated say, and has no Tekton results
+to write to --results-dir.
 """
 
 from __future__ import annotations
@@ -32,11 +37,11 @@ HEADER = "# rendered by cssr-tasks render; edit the params, not this file\n"
 
 
 def main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
-    parser = argparse.ArgumentParser(prog="cssr-tasks render", description=(__doc__ or "").strip(),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.Parser(prog="cssr-tasks render", description=(__doc__ or "").strip(),
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params-file", type=Path, help="YAML or JSON map: param name -> value")
     parser.add_argument("--out", type=Path, help="directory for one file per object (default: stdout)")
-    parser.add_argument("--verbose", action="store_true", help="log debug lines")
+    cli.common_arguments(parser)
     dests = cli.param_arguments(parser, Params)
     args = parser.parse_args(list(argv))
     log = Log("render", verbose=args.verbose or environ.get("PARAM_VERBOSE", "").lower() == "true")

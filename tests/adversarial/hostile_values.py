@@ -96,11 +96,14 @@ FORMATS: dict[str, Format] = {
     "api-port": INT, "traffic-count": INT, "max-packet-loss": INT, "max-rtt-ms": INT, "timeout": INT,
     "health-port": INT, "resync-seconds": INT, "watch-timeout-seconds": INT, "confirm-seconds": INT,
     "gate-timeout": SECONDS, "rollout-timeout": SECONDS, "poll-interval": SECONDS, "interval": SECONDS,
+    "keep-kernel-sets": INT, "min-age": SECONDS, "dry-run": BOOL,
     "allow-updating": BOOL, "include-upgrade-target": BOOL, "allow-mixed-kernels": BOOL,
     "require-signature": BOOL, "traffic": BOOL, "allow-control-plane": BOOL, "signing-key-bound": BOOL,
     # lists and maps
     # "NaN" in the comma form is one module of that name, which a kernel module may be (names are file names).
-    "pools": NAMES, "pf-names": NAMES, "modules": fmt("list", accepts=("NaN",)), "kernel-args": NAMES, "allow-kernel-args": NAMES,
+    # So is "NaN" as a PF (Linux interface names: dev_valid_name) or as the name of a kernel argument to allow.
+    "pools": NAMES, "pf-names": fmt("list", accepts=("NaN",)), "modules": fmt("list", accepts=("NaN",)),
+    "kernel-args": NAMES, "allow-kernel-args": fmt("list", accepts=("NaN",)),
     # A command line in shell words (the Task: "split like a shell would"), not a list: its first word is the
     # program, by the path rule; "a && b" is program a with two arguments (no shell runs it).
     "builder-command": fmt("str", accepts=("unicode", "a && b")),
@@ -111,10 +114,20 @@ FORMATS: dict[str, Format] = {
 # Params some commands require (report's pipeline-run and namespace), by command.
 REQUIRED_BY: dict[str, set[str]] = {"report": {"pipeline-run", "namespace"}, "verify-image": {"kernel-set-id"},
                                     "check-init-image": {"kernel-set-id"}, "build-init-image": {"kernel-set-id"},
-                                    "watch-pools": {"namespace"},
+                                    "watch-pools": {"namespace"}, "prune": {"namespace"},
+                                    # documented as required: an empty selector would select every node
+                                    # (preflight takes it with a pool, which the base environment names not)
+                                    "render": {"node-selector"}, "apply-manifests": {"node-selector"},
+                                    "preflight": {"node-selector"},
                                     # given empty, refused: it used to mean the default /usr/lib/modules, the
                                     # host's own folder, where build-kmods put its lock and staging (issue 14, 5)
                                     "build-kmods": {"modules-dir"}, "verify-kmods": {"modules-dir"}}
+# Params whose empty value has its own documented meaning rather than the default (the Task's
+# description says so; the commands' own tests show it): "none", "the cluster's default class",
+# "skip the check". Their empty case may be accepted as something other than the default.
+EMPTY_MEANS: dict[str, set[str]] = {
+    command: {"images-namespace", "kernel-args", "modules-storage-class", "data-storage-class"}
+    for command in ("render", "apply-manifests")} | {"preflight": {"image-repository"}}
 
 
 @dataclass(frozen=True)
@@ -153,7 +166,8 @@ def cases() -> Iterator[Case]:
 
 def cases_for(command: str, param: str, form: Format) -> Iterator[Case]:
     required = form.required or param in REQUIRED_BY.get(command, set())
-    yield Case(command, param, "empty", "", REFUSE if required else "default")
+    empty_means = param in EMPTY_MEANS.get(command, set())
+    yield Case(command, param, "empty", "", REFUSE if required else EITHER if empty_means else "default")
     for value in WRONG_TYPE[form.kind if form.kind in WRONG_TYPE else "str"]:
         ok = (form.kind == "str" and value in NAME_LIKE) or value in form.may_accept
         yield Case(command, param, "wrong-type", value, EITHER if ok else REFUSE)

@@ -20,9 +20,9 @@ from cssr_tasks.registry import OCI_MANIFEST
 from cssr_tasks.sim import fixtures as fx
 from cssr_tasks.sim import workloads as wl
 
-FAST = {"poll-interval": "0.01", "gate-timeout": "10", "rollout-timeout": "10"}
+FAST = {"poll-interval": "0.1", "gate-timeout": "10", "rollout-timeout": "10"}
 PINNED = "sha256:" + "e" * 64  # init-image-digest, so that no registry is asked
-SHORT = {"poll-interval": "0.01", "gate-timeout": "0.3", "rollout-timeout": "0.3"}
+SHORT = {"poll-interval": "0.1", "gate-timeout": "0.3", "rollout-timeout": "0.3"}
 STS = ("apps/v1", "StatefulSet", "cssr", "cssr")
 
 
@@ -339,7 +339,7 @@ def test_sriov_gate_names_a_missing_pf(sim, cluster, log):
 
 
 def test_rollout_wait_follows_the_controllers_progress(sim, cluster, log):
-    workloads = wl.install(sim, step=0.05)
+    workloads = wl.install(sim, step=0.3)
     result = run(cluster, log, replicas="3")
     progress = re.findall(r"rollout: waiting: (\d)/3 pods updated, (\d)/3 ready", log.text)
     seen = [int(ready) for _, ready in progress]
@@ -503,9 +503,11 @@ def test_cli_writes_every_result(sim, workloads, run_cli, command):
     ({"node-selector": "a notin (b)"}, "cannot be part of a pod nodeSelector"),
     ({"device-type": "uio"}, "param device-type='uio' must be one of netdevice, vfio-pci"),
     ({"gate-timeout": "soon"}, "param gate-timeout='soon' is not a number of seconds"),
-    ({"poll-interval": "-1"}, "param poll-interval='-1' is not a number of seconds"),
+    ({"poll-interval": "-1"}, "param poll-interval=-1 is below the minimum 0.1"),
+    ({"poll-interval": "0"}, "param poll-interval=0 is below the minimum 0.1"),
+    ({"rollout-timeout": "1e20"}, "param rollout-timeout=1e20 is above the maximum 604800"),
 ], ids=["namespace", "replicas", "hugepages-size", "hugepages-count", "resource-name", "networks", "selector",
-        "device-type", "gate-timeout", "poll-interval"])
+        "device-type", "gate-timeout", "poll-interval", "poll-interval-zero", "rollout-timeout-huge"])
 def test_cli_invalid_param_gives_its_error_and_makes_no_request(sim, workloads, run_cli, values, message):
     run = run_cli(["apply-manifests"], env(**values), sim=sim)
     assert run.code == 2

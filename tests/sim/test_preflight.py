@@ -235,9 +235,26 @@ def test_tls_verification_fails_against_a_plain_http_registry(ready, cluster, lo
     ({"PARAM_PF_NAMES": '["a","b"]'}, ("a", "b")),
     ({"PARAM_PF_NAMES": "a, b"}, ("a", "b")),
     ({}, ("ens6f0np0", "ens6f1np1")),
-], ids=["json", "comma-list", "default"])
+    ({"PARAM_PF_NAMES": ""}, ("ens6f0np0", "ens6f1np1")),
+], ids=["json", "comma-list", "default", "empty-is-default"])
 def test_pf_names_take_json_or_a_comma_list(env, expected):
     assert preflight.Params.from_env(env).pf_names == expected
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"PARAM_NODE_SELECTOR": "a|b"}, "param node-selector: label selector 'a|b' is not valid"),
+    ({"PARAM_PF_NAMES": '["../x"]'}, "param pf-names: '../x' is not an interface name"),
+    ({"PARAM_PF_NAMES": "[1]"}, "param pf-names must be a JSON array of strings"),
+    ({"PARAM_RESOURCE_NAME": "a" * 64}, "param resource-name='aaaa"),
+    ({"PARAM_HUGEPAGES_REQUEST": "\u0663Gi"}, "param hugepages-request='\u0663Gi' is not a Kubernetes quantity"),
+    ({"PARAM_IMAGE_REPOSITORY": "$(id)"}, "param image-repository: image reference '$(id)' is not valid"),
+], ids=["selector", "pf-traversal", "pf-type", "resource-name-long", "quantity-digits", "image"])
+def test_each_param_is_refused_by_the_shared_rule_and_named(env, message):
+    """Issue 14 point 5: preflight reads node-selector, pf-names, hugepages-request and image-repository by
+    the rules render and apply-manifests use, so the same value gets the same answer in every step."""
+    with pytest.raises(ConfigError) as caught:
+        preflight.Params.from_env(env)
+    assert message in str(caught.value)
 
 
 def test_bad_params_are_reported_together():
@@ -245,7 +262,7 @@ def test_bad_params_are_reported_together():
         preflight.Params.from_env({"PARAM_HUGEPAGES_SIZE": "4K", "PARAM_HUGEPAGES_REQUEST": "lots",
                                    "PARAM_REPLICAS": "0", "PARAM_NETWORK_MODE": "bridge"})
     message = str(caught.value)
-    for fragment in ("hugepages-size='4K' must be one of 2M, 1G", "hugepages-request='lots' is not valid",
+    for fragment in ("hugepages-size='4K' must be one of 2M, 1G", "hugepages-request='lots' is not a Kubernetes quantity",
                      "replicas=0 is below the minimum 1", "network-mode='bridge' must be one of macvlan, sriov"):
         assert fragment in message
 

@@ -383,7 +383,7 @@ def test_task_defaults_are_the_params_defaults():
 
 
 INVALID = [
-    ({"namespace": "Cssr_Test"}, "param namespace='Cssr_Test' is not valid; a DNS-1123 label"),
+    ({"namespace": "Cssr_Test"}, "param namespace='Cssr_Test' is not valid: a DNS-1123 label"),
     ({"namespace": "x" * 64}, "param namespace='xxxx"),
     ({"namespace": "openshift-cssr"}, "param namespace='openshift-cssr' is reserved"),
     ({"replicas": "0"}, "param replicas=0 is below the minimum 1"),
@@ -401,7 +401,8 @@ INVALID = [
     ({"networks": '["ens6f0np0-macvlan"]'}, "param networks[0] must be an object with a \"name\""),
     ({"networks": '[{"name": "Bad_Name"}]'}, "param networks[0].name='Bad_Name' is not a NetworkAttachment"),
     ({"networks": '[{"name": "x", "namespace": 7}]'}, "param networks[0].namespace=7 is not a namespace name"),
-    ({"pf-names": ""}, "param pf-names is empty"),
+    ({"pf-names": "[]"}, "param pf-names holds no PF"),
+    ({"pf-names": " , "}, "param pf-names holds no PF"),
     ({"pf-names": "ens6f0np0#1-7"}, "param pf-names: 'ens6f0np0#1-7' is not an interface name"),
     ({"pf-names": "eno1,eno1"}, "param pf-names lists a PF twice"),
     ({"pf-names": "en-o1"}, "param pf-names: 'en-o1' cannot name its SR-IOV resource"),
@@ -443,6 +444,18 @@ INVALID = [
     ({"allow-kernel-args": "mitigations=off"}, "param allow-kernel-args: 'mitigations=off' is not a kernel argument "
                                                "name"),
     ({"allow-control-plane": "maybe"}, "param allow-control-plane='maybe' is not a boolean"),
+    # issue 14 point 5: one rule per kind of value, each error naming its param
+    ({"allow-kernel-args": "-1"}, "param allow-kernel-args: '-1' is not a kernel argument name"),
+    ({"allow-kernel-args": "a" * 300}, "is not a kernel argument name"),
+    ({"cpu-reserved": "\u0663"}, "param cpu-reserved='\u0663' is not valid; a cpuset"),
+    ({"router-image": "quay.io/" + "a" * 300 + ":1"}, "param router-image: image reference 'quay.io/aaa"),
+    ({"init-image": "quay.io/o/i:1 x"}, "param init-image: image reference 'quay.io/o/i:1 x' is not valid"),
+    ({"modules-storage-class": "a..b"}, "param modules-storage-class='a..b' is not valid: a DNS-1123 subdomain"),
+    ({"images-namespace": "a" * 64}, "param images-namespace='aaaa"),
+    ({"resource-name": "a" * 64}, "param resource-name='aaaa"),
+    ({"pf-names": "a" * 300}, "param pf-names: 'aaaa"),
+    ({"node-selector": "a; touch /tmp/x"}, "param node-selector: label selector 'a; touch /tmp/x' is not valid"),
+    ({"node-selector": "a" * 64 + "=b"}, "param node-selector: label selector"),
 ]
 
 
@@ -450,17 +463,28 @@ INVALID = [
     "namespace-case", "namespace-long", "namespace-reserved", "replicas-zero", "replicas-word", "selector-set",
     "selector-syntax", "image-unqualified", "digest-short", "digest-twice", "images-namespace", "network-mode",
     "networks-json", "networks-dict", "networks-string", "networks-name", "networks-namespace", "pf-empty",
+    "pf-blank",
     "pf-range", "pf-twice", "pf-resource", "pf-json", "vfs-zero", "vfs-macvlan", "resource-name", "device-type",
     "hugepages-size", "hugepages-count-zero", "hugepages-count-negative", "hugepages-request-word",
     "hugepages-request-multiple", "hugepages-request-too-big", "hugepages-method", "profile-needs-cpus",
     "cpuset", "kernel-args-hugepages", "cpu", "memory-zero", "storage-class", "data-size", "pool",
     "replicas-float", "replicas-huge", "vfs-huge", "selector-empty", "selector-blank", "pool-master", "pool-arbiter",
     "selector-control-plane", "kernel-args-unlisted", "hugepages-count-huge", "allow-kernel-args-value",
-    "allow-control-plane-word"])
+    "allow-control-plane-word", "allow-kernel-args-dash", "allow-kernel-args-long", "cpuset-digits",
+    "image-long", "image-space", "storage-class-dots", "images-namespace-long", "resource-name-long", "pf-long",
+    "selector-shell", "selector-key-long"])
 def test_each_invalid_param_gives_its_error(env, message):
     with pytest.raises(ConfigError) as e:
         params(**env)
     assert message in str(e.value)
+
+
+def test_empty_means_the_default_or_what_the_task_says_it_means():
+    """An empty pf-names is the default, as for every param; the Task gives an empty kernel-args,
+    images-namespace and storage class their own meaning (none, the cluster's default class)."""
+    assert params(**{"pf-names": ""}).pf_names == Params().pf_names
+    empty = params(**{"kernel-args": "", "images-namespace": "", "modules-storage-class": ""})
+    assert (empty.kernel_args, empty.images_namespace, empty.modules_storage_class) == ((), "", "")
 
 
 def test_the_hostile_machineconfig_of_the_hardening_issue_is_refused_as_a_whole():
@@ -570,6 +594,27 @@ def test_render_invalid_param_exits_2_and_writes_nothing(tmp_path, capsys):
     assert cli.main(["render", "--out", str(out), "--replicas", "0"], {}) == 2
     assert not out.exists()
     assert "[render] error: invalid params: param replicas=0 is below the minimum 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--no-such-flag"], ["--replicas"], ["--out"]], ids=["unknown", "no-value", "out"])
+def test_render_refuses_a_bad_option_in_one_line_with_exit_2(capsys, argv):
+    """render parses with the suite's parser: a bad option is one line and exit 2, never argparse's
+    usage text and SystemExit."""
+    assert cli.main(["render", *argv], {}) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "see cssr-tasks render --help" in captured.err
+    assert captured.out == ""
+
+
+def test_render_takes_the_options_every_command_takes(tmp_path, capsys):
+    """Offline, it ignores --kubeconfig and --simulated and writes no results; a bad param is still
+    refused by name."""
+    common = ["--kubeconfig", "/nonexistent", "--simulated", "--results-dir", str(tmp_path / "results"), "--verbose"]
+    assert cli.main(["render", *common], {}) == 0
+    assert "StatefulSet" in capsys.readouterr().out
+    assert cli.main(["render", *common, "--namespace", "a" * 64], {}) == 2
+    assert "param namespace=" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
 
 
 def test_render_warns_about_networks_it_cannot_check_offline(capsys):
