@@ -226,7 +226,7 @@ class Reader:
             self.errors.append(f"{self.label} {name}={shown(value)} is neither true, false nor the path of an "
                                "existing CA bundle file")
             return True
-        return value
+        return str(Path(value).resolve())  # absolute: the build script reads it from another directory
 
     def pool(self, name: str = "pool", default: str = "") -> str:
         """A MachineConfigPool name (a DNS subdomain), such as worker or worker-cnf."""

@@ -64,7 +64,7 @@ class Params:
             aggregate_status=read.choice("aggregate-status", "None", STATUSES),
             task_statuses=read.json("task-statuses", {}, kind=dict,
                                     hint='e.g. {"preflight":"$(tasks.preflight.status)"}'),
-            modules_dir=read.string("modules-dir", "") or (
+            modules_dir=read.path("modules-dir") or (
                 str(Path(environ["WORKSPACE_MODULES_PATH"]) / "modules") if environ.get("WORKSPACE_MODULES_PATH")
                 else ""),
         )
