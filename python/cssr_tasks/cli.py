@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "apply": "cssr_tasks.apply_manifests",  # the short name users type; same module as the Task's
     "smoke-test": "cssr_tasks.smoke_test",
     "report": "cssr_tasks.report",
+    "prune": "cssr_tasks.prune",
     "watch-pools": "cssr_tasks.watch_pools",
     "pipeline": "cssr_tasks.pipeline",
     "sim": "cssr_tasks.sim.serve",

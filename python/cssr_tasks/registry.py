@@ -191,6 +191,14 @@ class Registry:
 
     def labels(self, ref: ImageRef) -> dict[str, str] | None:
         """The image's config labels; None when the image is absent or is a multi-arch index."""
+        blob = self.config(ref)
+        if blob is None:
+            return None
+        labels = (blob.get("config") or {}).get("Labels") or {}
+        return {str(k): str(v) for k, v in labels.items()}
+
+    def config(self, ref: ImageRef) -> dict[str, Any] | None:
+        """The image's config blob (labels, created); None when the image is absent or is a multi-arch index."""
         manifest = self.manifest(ref)
         if manifest is None or manifest.is_index:
             return None
@@ -206,9 +214,49 @@ class Registry:
                 self._raise_for(response, what)
                 return _json_object(response, what)
 
-        blob = self._with_retries(what, once)
-        labels = (blob.get("config") or {}).get("Labels") or {}
-        return {str(k): str(v) for k, v in labels.items()}
+        return self._with_retries(what, once)
+
+    def tags(self, repository: ImageRef) -> list[str]:
+        """Every tag of the repository (the v2 tags list, page by page through its Link header); [] when none."""
+        what = f"list the tags of {repository.name} in registry {self.host}"
+        path: str | None = f"/v2/{repository.repository}/tags/list?n=1000"
+        found: list[str] = []
+        while path:
+            def once(page: str = path) -> tuple[list[str], str | None]:
+                response = self._exchange("GET", page, repository, what)
+                with response:
+                    if response.status_code == 404:
+                        return [], None
+                    self._raise_for(response, what)
+                    tags = _json_object(response, what).get("tags") or []
+                    following = response.links.get("next", {}).get("url")
+                return [str(t) for t in tags], following
+
+            page_tags, following = self._with_retries(what, once)
+            found += page_tags
+            path = following if following and following.startswith(f"/v2/{repository.repository}/tags/list") \
+                else None
+        return found
+
+    def delete_manifest(self, ref: ImageRef) -> bool:
+        """DELETE the manifest `ref` names by digest (every tag on it goes with it); False when already gone.
+
+        A registry that does not allow deletes answers 405 (docker-registry without
+        REGISTRY_STORAGE_DELETE_ENABLED=true): that is an ApiError with status 405, for the caller to report.
+        """
+        if not ref.digest:
+            raise ConfigError(f"could not delete {ref}: a manifest is deleted by digest, and this reference has none")
+        what = f"delete {ref} from registry {self.host}"
+
+        def once() -> bool:
+            response = self._exchange("DELETE", _manifest_path(ref), ref, what, action="delete")
+            with response:
+                if response.status_code == 404:
+                    return False
+                self._raise_for(response, what)
+            return True
+
+        return self._with_retries(what, once)
 
     def platform_manifest(self, ref: ImageRef, architecture: str) -> tuple[ImageRef, Manifest] | None:
         """The image of `ref` for linux/`architecture`: a manifest list or OCI index is followed to it."""
@@ -297,9 +345,9 @@ class Registry:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _exchange(self, method: str, path: str, ref: ImageRef, what: str,
-                  accept: tuple[str, ...] = (), *, stream: bool = False) -> requests.Response:
+                  accept: tuple[str, ...] = (), *, stream: bool = False, action: str = "pull") -> requests.Response:
         """One request, answering the registry's 401 challenges while there is a login left to try."""
-        scope = f"repository:{ref.repository}:pull"
+        scope = f"repository:{ref.repository}:{action}"
         headers = {"Accept": ", ".join(accept)} if accept else {}
         response = self._api(method, path, headers, self._authorization(scope), what, stream=stream)
         for _ in range(len(self.logins) + 1):
