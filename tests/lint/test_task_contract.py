@@ -110,8 +110,12 @@ def test_param_env_follows_one_rule(path):
     for step in task["spec"]["steps"]:
         for name, value in env_names(task, step).items():
             if name.startswith("PARAM_"):
-                match = re.fullmatch(r"\$\(params\.([-a-z0-9]+)\)", value)
-                assert match and env_name(match.group(1)) == name, f"{name}: {value} breaks PARAM_<NAME> = $(params.<name>)"
+                # A command may also take whether a workspace is bound: PARAM_<WORKSPACE>_BOUND.
+                match = re.fullmatch(r"\$\(params\.([-a-z0-9]+)\)", value) or \
+                    re.fullmatch(r"\$\(workspaces\.([-a-z0-9]+)\.bound\)", value)
+                expected = match and env_name(match.group(1) + ("-bound" if value.startswith("$(workspaces.") else ""))
+                assert expected == name, f"{name}: {value} breaks PARAM_<NAME> = $(params.<name>) " \
+                                         "(or PARAM_<WORKSPACE>_BOUND = $(workspaces.<workspace>.bound))"
 
 
 @pytest.mark.parametrize("path", tasks())
