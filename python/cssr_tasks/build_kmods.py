@@ -91,19 +91,24 @@ class Params:
         )
         problem = _template_problem(params.builder_output)
         if problem is None:
-            sample = params.output_for("5.14.0-1.el9.x86_64")
+            # kmod-build.sh empties this folder before each build: it must stay where the template says
+            sample = params.output_for("5.14.0-1.el9.x86_64", normalize=False)
             if "5.14.0-1.el9.x86_64" not in Path(sample).parts:
                 problem = "must name a directory per kernel, with {kernel} as one of its path components"
+            elif not sample.startswith("/"):
+                problem = "must be an absolute path, such as {builder_root}/usr/lib/modules/{kernel}/dpdk"
+            else:
+                problem = path_problem(sample) or None
         if problem:
-            read.fail(f"param builder-output={params.builder_output!r} {problem}")
+            read.fail(f"param builder-output={shown(params.builder_output)} {problem}")
         read.done()
         return params
 
-    def output_for(self, kernel: str) -> str:
+    def output_for(self, kernel: str, *, normalize: bool = True) -> str:
         """Where the builder leaves its modules for `kernel`, as the builder sees it."""
         root = self.builder_root.rstrip("/")
-        return os.path.normpath(self.builder_output.format(kernel=kernel, builder_root=root,
-                                                           modules_dir=self.modules_dir))
+        path = self.builder_output.format(kernel=kernel, builder_root=root, modules_dir=self.modules_dir)
+        return os.path.normpath(path) if normalize else path
 
 
 def _builder_command(read: Reader) -> tuple[str, ...]:

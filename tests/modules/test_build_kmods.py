@@ -308,6 +308,8 @@ def test_a_volume_that_is_not_a_folder_is_one_clear_line(volume, run_cli, tmp_pa
     ({"builder_output": "/out/{kernel:>2000000000}"}, "has the field {kernel:>2000000000}, which is not a plain"),
     ({"builder_output": "/out/{kernel!r}"}, "has the field {kernel!r}, which is not a plain template field"),
     ({"builder_output": "/out/{kernel"}, "is not a valid template (expected '}' before end of string)"),
+    ({"builder_output": "{modules_dir}/../kernels/{kernel}"}, "has a .. component"),
+    ({"builder_output": "out/{kernel}"}, "must be an absolute path"),
     ({"modules_dir": ""}, "param modules-dir is empty; give the modules volume's folder"),
     ({"modules_dir": "relative/modules"}, "param modules-dir='relative/modules' is not valid"),
     ({"kernels": "5.14.0-1"}, "param kernels is not valid JSON"),
@@ -327,7 +329,7 @@ def test_a_volume_that_is_not_a_folder_is_one_clear_line(volume, run_cli, tmp_pa
     ({"modules": "igb_uio,-rte_kni"}, "param modules='igb_uio,-rte_kni' is not valid"),
     ({"modules": "a" * 56}, "at most 55 characters each"),
 ], ids=["unparsable-command", "output-without-kernel", "output-typo", "output-attribute", "output-index",
-        "output-huge-width", "output-conversion", "output-unclosed", "empty-modules-dir", "relative-modules-dir",
+        "output-huge-width", "output-conversion", "output-unclosed", "output-up", "output-relative", "empty-modules-dir", "relative-modules-dir",
         "kernels-not-json", "kernel-with-space", "module-with-space", "relative-root", "modules-dir-up",
         "root-up", "tree-dir-up", "signing-dir-shell", "signing-dir-option", "command-option", "command-shell",
         "command-json", "kernel-too-long", "module-option", "module-too-long"])
