@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
-from .unsupported import refuse
+from .unsupported import UNSUPPORTED_TAG, refuse
 
 PARAM_TYPES = ("string", "array", "object")
 
@@ -154,6 +154,9 @@ class PipelineTask:
     retries: int
     timeout: float | None
     is_finally: bool
+    # it uses a feature the executor refuses: the run never starts, and what depends on that feature
+    # (its params, steps, results) is not checked further, so that the refusal is the one problem named
+    refused: bool = False
 
 
 @dataclass
@@ -193,7 +196,7 @@ FIELDS = {
     "Task": {"params", "results", "workspaces", "volumes", "stepTemplate", "steps"} | NOT_APPLIED,
     "step": _CONTAINER,
     "stepTemplate": _CONTAINER - {"name", "script", "timeout", "onError", "workspaces"},
-    "stepWorkspace": {"name"},
+    "stepWorkspace": {"name", "mountPath"},  # a mountPath other than the Task's is refused in task_from
     "param": {"name", "type", "default", "properties", "enum", "description"},
     "result": {"name", "type", "properties", "description"},
     "workspace": {"name", "mountPath", "readOnly", "optional", "description"},
@@ -209,8 +212,7 @@ FEATURE_OF = {
     ("pipelineTask", "matrix"): "matrix", ("pipelineTask", "pipelineRef"): "pipelines-in-pipelines",
     ("pipelineTask", "pipelineSpec"): "pipelines-in-pipelines", ("pipelineTask", "onError"): "pipeline-task-on-error",
     ("Task", "sidecars"): "sidecars", ("step", "ref"): "step-actions", ("step", "params"): "step-actions",
-    ("stepWorkspace", "mountPath"): "step-workspaces", ("step", "when"): "step-when",
-    ("step", "results"): "step-results",
+    ("step", "when"): "step-when", ("step", "results"): "step-results",
     ("step", "stdoutConfig"): "step-output-streams", ("step", "stderrConfig"): "step-output-streams",
     ("result", "value"): "step-results", ("volume", "*"): "volume-kind",
 }
@@ -225,7 +227,11 @@ def check_fields(kind: str, obj: Any, file: Path, where: str, problems: Problems
     for key, value in obj.items():
         line = line_of(value) or line_of(obj)
         if key not in allowed:
-            feature = FEATURE_OF.get((kind, key)) or FEATURE_OF.get((kind, "*")) or "unknown-field"
+            kinds = (kind, "Task") if kind == "taskSpec" else (kind,)  # an embedded taskSpec is a Task's spec
+            feature = next((f for k in kinds for f in (FEATURE_OF.get((k, key)), FEATURE_OF.get((k, "*"))) if f),
+                           "unknown-field")
+            if key == "pipelineRef" and isinstance(value, dict) and (value.get("resolver") or value.get("bundle")):
+                feature = "resolvers"  # a Pipeline fetched from elsewhere: fetching it is the first thing missing
             refuse(problems, file, line, where, feature, detail=f"field {key}")
         elif key == "securityContext" and isinstance(value, dict):
             own = {"runAsUser": os.geteuid(), "runAsGroup": os.getegid()}
@@ -254,8 +260,8 @@ def _params(raw: Any, file: Path, problems: Problems) -> dict[str, ParamSpec]:
         properties = tuple(str(p) for p in (item.get("properties") or {}))
         enum = tuple(str(v) for v in item.get("enum") or [])
         spec = ParamSpec(str(item["name"]), kind, default, has_default, properties, line_of(item), enum)
-        if has_default:
-            error = type_error(spec, normalize(default))
+        if has_default:  # an object's default may be partial: a value's keys are merged over it
+            error = type_error(spec, normalize(default), partial=True)
             if error:
                 problems.add(file, line_of(item), f"the default of param {spec.name} {error}")
         specs[spec.name] = spec
@@ -307,6 +313,12 @@ def task_from(doc: Map, file: Path, problems: Problems, *, inline_name: str = ""
                          f"accepts {' or '.join(ON_ERROR)}")
         for used in step.get("workspaces") or []:
             check_fields("stepWorkspace", used, file, f"{where} workspace {used.get('name')}", problems)
+            declared = (spec.get("workspaces") or [])
+            task_path = next((str(w.get("mountPath") or f"/workspace/{w.get('name')}") for w in declared
+                              if isinstance(w, dict) and w.get("name") == used.get("name")), None)
+            if used.get("mountPath") and str(used["mountPath"]) != task_path:
+                refuse(problems, file, line_of(used), f"{where} workspace {used.get('name')}", "step-workspaces",
+                       detail=f"mountPath {used['mountPath']}")
         for mount in step.get("volumeMounts") or []:
             check_fields("volumeMount", mount, file, f"{where} volumeMount {mount.get('name')}", problems)
     for volume in spec.get("volumes") or []:
@@ -392,12 +404,14 @@ def load_pipeline(path: Path, tasks_dirs: Iterable[Path], problems: Problems,
         if name in seen:
             problems.add(path, line_of(raw), f"pipeline task {name} is declared twice")
         seen.add(name)
+        before = len(problems.items)
         check_fields("pipelineTask", raw, path, f"pipeline task {name}", problems)
         if "pipelineRef" in raw or "pipelineSpec" in raw:
             return None  # refused above; it has no Task to check
         task = _resolve_task(raw, name, path, catalog, problems)
         if task is None:
             return None
+        refused = any(UNSUPPORTED_TAG in p for p in problems.items[before:])
         if is_finally and raw.get("runAfter"):
             problems.add(path, line_of(raw), f"finally task {name} cannot use runAfter; finally tasks run "
                          "after every task")
@@ -429,7 +443,7 @@ def load_pipeline(path: Path, tasks_dirs: Iterable[Path], problems: Problems,
             name=name, line=line_of(raw), task=task, params=params,
             run_after=[t for t in raw.get("runAfter") or [] if isinstance(t, Text)],
             when=when, workspaces=[w for w in raw.get("workspaces") or [] if isinstance(w, Map)],
-            retries=retries, timeout=timeout, is_finally=is_finally,
+            retries=retries, timeout=timeout, is_finally=is_finally, refused=refused,
         )
 
     check_fields("Pipeline", spec, path, f"Pipeline {(doc.get('metadata') or {}).get('name')}", problems)
@@ -476,8 +490,8 @@ def _resolve_task(raw: Map, name: str, path: Path, catalog: TaskCatalog, problem
 # -- values ---------------------------------------------------------------------------------
 
 
-def type_error(spec: ParamSpec, value: Any) -> str:
-    """Why a value does not fit a param ('' when it does)."""
+def type_error(spec: ParamSpec, value: Any, *, partial: bool = False) -> str:
+    """Why a value does not fit a param ('' when it does); `partial`: an object may lack declared keys."""
     if spec.type == "string":
         if not isinstance(value, (str, int, float, bool)):
             return f"must be a string, not {_kind(value)}"
@@ -490,7 +504,7 @@ def type_error(spec: ParamSpec, value: Any) -> str:
         return "" if all(isinstance(v, (str, int, float, bool)) for v in value) else "must be an array of strings"
     if not isinstance(value, dict):
         return f"must be an object, not {_kind(value)}"
-    missing = [p for p in spec.properties if p not in value]
+    missing = [p for p in spec.properties if p not in value and not partial]
     return f"lacks the key(s) {', '.join(missing)}" if missing else ""
 
 

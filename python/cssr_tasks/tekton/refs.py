@@ -11,7 +11,7 @@ Only the roots Tekton knows are variables (`params`, `tasks`, `finally`, `result
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,12 +49,24 @@ class Unavailable:
     missing: bool = False
 
 
+class Literal(Exception):
+    """A reference Tekton neither validates nor substitutes: it stays in the text as written."""
+
+
 @dataclass
 class Level:
     """One level of names, e.g. the params, or the results of one task."""
 
     missing: str  # the message for a name that is not here: "Task x declares no param {name}"
     items: Mapping[str, Any] = field(default_factory=dict)
+    # for a name that is not here, given the tokens after it: True when Tekton leaves the reference
+    # as written (it validates only the names it knows, e.g. context.task.*, not context.anything)
+    literal: Callable[[list[Any]], bool] | None = None
+
+
+class Wildcard:
+    """Whatever is below a pipeline task the executor refuses (a matrix task's results, say): any
+    reference resolves, so that the refusal, not its consequences, is what the run reports."""
 
 
 class AnyList(list[Any]):
@@ -100,12 +112,16 @@ def resolve(expr: str, scope: Level) -> Any:
         if i >= len(tokens) or not isinstance(tokens[i], str) or tokens[i] == STAR:
             raise RefError(ref, f"is incomplete; it continues with one of: {known}")
         name = str(tokens[i])
+        if name not in node.items and node.literal is not None and node.literal(tokens[i + 1:]):
+            raise Literal(ref)
         if name not in node.items:
             raise RefError(ref, f"{node.missing.format(name=name)} (known: {known})")
         node = node.items[name]
         i += 1
     if isinstance(node, Unavailable):
         raise RefError(ref, node.reason, missing=node.missing)
+    if isinstance(node, Wildcard):
+        return AnyList() if tokens[-1] == STAR else ""
     return _select(ref, node, tokens[i:])
 
 
@@ -164,15 +180,22 @@ def _expand_string(text: str, scope: Level) -> Any:
     if not matches:
         return text
     if len(matches) == 1 and matches[0].span() == (0, len(text)):
-        return resolve(matches[0]["expr"], scope)
+        return _value(matches[0], scope)
     parts: list[str] = []
     pos = 0
     for match in matches:
         parts.append(text[pos:match.start()])
-        parts.append(resolve(match["expr"], scope))
+        parts.append(_value(match, scope))
         pos = match.end()
     parts.append(text[pos:])
     return "".join(parts)
+
+
+def _value(match: re.Match[str], scope: Level) -> Any:
+    try:
+        return resolve(match["expr"], scope)
+    except Literal:
+        return match.group(0)
 
 
 def string_errors(text: str, scope: Level) -> list[RefError]:
@@ -184,6 +207,8 @@ def string_errors(text: str, scope: Level) -> list[RefError]:
         where = text.line_at(match.start()) if isinstance(text, Text) else line_of(text)
         try:
             value = resolve(match["expr"], scope)
+        except Literal:
+            continue
         except RefError as e:
             e.line = e.line or where
             errors.append(e)
@@ -256,7 +281,7 @@ def expand_known(text: str, scope: Level) -> str:
     def one(match: re.Match[str]) -> str:
         try:
             value = resolve(match["expr"], scope)
-        except RefError:
+        except (RefError, Literal):
             return match.group(0)
         return value if isinstance(value, str) else match.group(0)
 

@@ -33,6 +33,7 @@ from . import dag, results, summary
 from .model import (
     ON_ERROR,
     Map,
+    ParamSpec,
     Pipeline,
     PipelineTask,
     Problems,
@@ -44,7 +45,7 @@ from .model import (
     parse_duration,
     type_error,
 )
-from .refs import AnyDict, AnyList, Expander, Level, Unavailable, expand_known
+from .refs import AnyDict, AnyList, Expander, Level, Unavailable, Wildcard, expand_known
 from .steps import Launcher, Mount, Runner, StepSpec, can_mount, runner_for
 from .unsupported import refuse
 
@@ -202,6 +203,8 @@ class Executor:
         """Everything a run can know before it starts: references, params, workspaces, images."""
         expand = Expander(problems)
         for pt in self.pipeline.all_tasks:
+            if pt.refused:  # its refusal is recorded; what follows from the refused feature is not a problem
+                continue
             scope = self._pipeline_scope(pt, placeholders=True)
             for expression in pt.when:
                 self._when(pt, expression, scope, expand)
@@ -231,6 +234,9 @@ class Executor:
                 if name not in pt.task.results:
                     problems.add(pt.task.file, step.line, f"{where}: $(results.{name}.path) names no declared "
                                  "result; Tekton's admission rejects it")
+        if not can_mount() and any(p in text for text in [step.script or "", *step.args, *(step.command or [])]
+                                   for p in ("/tekton/run/", "/tekton/steps/")):
+            refuse(problems, pt.task.file, step.line, where, "internal-dirs-without-root")
         folder = step.working_dir
         if folder and folder.startswith("/") and not folder.startswith(("/workspace", "/tekton")) \
                 and "$(" not in folder and not Path(folder).is_dir():
@@ -268,6 +274,9 @@ class Executor:
     def _tasks_level(self, tasks: Sequence[PipelineTask], placeholders: bool, statuses: bool) -> dict[str, Any]:
         items: dict[str, Any] = {}
         for other in tasks:
+            if other.refused:
+                items[other.name] = Wildcard()
+                continue
             results = Level(f"task {other.name} (Task {other.task.name}) declares no result {{name}}",
                             {r: self._result_value(other, spec, placeholders)
                              for r, spec in other.task.results.items()})
@@ -304,13 +313,14 @@ class Executor:
                 w: Level(f"workspaces.{w} has no {{name}} here", {
                     "bound": "true" if w in self.workspaces else "false",
                     "path": f"$(workspaces.{w}.path)"})  # as in Tekton, the TaskRun substitutes it
-                for w in self.pipeline.workspaces}),
+                # any workspace's path, the task's own included (a param may name the task's workspace)
+                for w in self.pipeline.workspaces}, literal=lambda rest: rest == ["path"]),
             "context": Level("there is no context variable {name}", {
                 "pipelineRun": Level("context.pipelineRun has no {name}", {
                     "name": run.name, "namespace": run.namespace, "uid": run.uid}),
                 "pipeline": Level("context.pipeline has no {name}", {"name": self.pipeline.name}),
                 "pipelineTask": Level("context.pipelineTask has no {name}", {"retries": str(retries)}),
-            }),
+            }, literal=_any),
         })
 
     def _task_scope(self, pt: PipelineTask, params: Mapping[str, Any], workspaces: Mapping[str, Path | None],
@@ -323,16 +333,9 @@ class Executor:
             # an embedded taskSpec has no Task name: Tekton gives the TaskRun's
             "task": Level("context.task has no {name}", {"name": taskrun if task.inline else task.name,
                                                          "retry-count": str(attempt - 1)}),
-        })
-        # Tekton substitutes params, then context: a default may use $(context...)
-        params = {k: expand_known(v, Level("", {"context": context})) if isinstance(v, str) else v
-                  for k, v in params.items()}
+        }, literal=_any)  # Tekton validates context.task.* and context.taskRun.*; it leaves context.other as is
         names = list(task.workspaces) + [w for w in workspaces if w not in task.workspaces]
-        items: dict[str, Any] = {
-            "params": Level(f"Task {task.name} declares no param {{name}}", params),
-            "inputs": Level("inputs has no {name}; write $(params.x)", {
-                "params": Level(f"Task {task.name} declares no param {{name}}",
-                                {k: v for k, v in params.items() if isinstance(v, str)})}),
+        later = {
             "results": Level(f"Task {task.name} declares no result {{name}}", {
                 r: Level(f"results.{r} has no {{name}}; use results.{r}.path", {"path": str(folder / "results" / r)})
                 for r in task.results}),
@@ -343,6 +346,16 @@ class Executor:
                     "claim": "", "volume": w})
                 for w in names}),
             "context": context,
+        }
+        # Tekton substitutes params first, then context, results and workspaces in what they inserted:
+        # a default may use $(context...), a pipeline task's param $(workspaces.<the task's>.path)
+        params = {k: expand_known(v, Level("", later)) if isinstance(v, str) else v for k, v in params.items()}
+        items: dict[str, Any] = {
+            "params": Level(f"Task {task.name} declares no param {{name}}", params),
+            "inputs": Level("inputs has no {name}; write $(params.x)", {
+                "params": Level(f"Task {task.name} declares no param {{name}}",
+                                {k: v for k, v in params.items() if isinstance(v, str)})}),
+            **later,
             "steps": Level(f"Task {task.name} has no step {{name}}", {
                 f"step-{self._step_name(s, i)}": Level("steps.step-x has no {name}", {
                     "exitCode": Level("exitCode has no {name}", {
@@ -376,7 +389,7 @@ class Executor:
                 if spec is not None:
                     values[name] = _placeholder(spec.type, spec.properties)
                 continue
-            value = normalize(value)
+            value = _merged(normalize(value), spec, self.params.get(name) if task.inline else None)
             error = type_error(spec, value) if spec is not None else ""
             if error:
                 problems.add(self.pipeline.file, line_of(raw) or pt.line,
@@ -391,6 +404,10 @@ class Executor:
             if spec.name not in values and spec.name not in pt.params:
                 if spec.has_default:
                     values[spec.name] = normalize(spec.default)
+                    error = type_error(spec, values[spec.name])
+                    if error:
+                        problems.add(self.pipeline.file, pt.line, f"pipeline task {pt.name} does not set param "
+                                     f"{spec.name} of Task {task.name}, and its default {error}")
                 else:
                     problems.add(self.pipeline.file, pt.line, f"pipeline task {pt.name} does not set param "
                                  f"{spec.name} of Task {task.name}, which has no default")
@@ -682,6 +699,10 @@ class Executor:
         shutil.rmtree(folder / "results", ignore_errors=True)
         for sub in ("results", "home", "work", "steps", "run"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
+        own = [self._own_folders(folder, raw, index) for index, raw in enumerate(pt.task.steps)]
+        for folders in own:
+            for made in folders:
+                made.mkdir(parents=True, exist_ok=True)
         problems = Problems()
         expand = Expander(problems)
         scope = self._task_scope(pt, params, workspaces, folder, attempt,
@@ -731,6 +752,9 @@ class Executor:
             if can_mount():
                 mounts += [Mount(path, self._mount_path(pt, w), self._read_only(pt, w))
                            for w, path in visible.items() if path is not None]
+                # as in a pod, a step writes only its own /tekton/run/<index> and /tekton/steps entries
+                mounts += [Mount(other, str(other), True) for index, folders in enumerate(own)
+                           if index != steps.index(step) for other in folders]
             else:
                 mounts = []
             try:
@@ -757,6 +781,11 @@ class Executor:
                 return False, "Failed", f"step {step.name} {why}"
         state.results = self._read_results(pt, folder / "results")
         return True, "Succeeded", ""
+
+    def _own_folders(self, folder: Path, raw: Map, index: int) -> list[Path]:
+        """A step's folders under /tekton/run and /tekton/steps, which the other steps see read-only."""
+        return [folder / "run" / str(index), folder / "steps" / str(index),
+                folder / "steps" / f"step-{self._step_name(raw, index)}"]
 
     def _volumes(self, pt: PipelineTask, scope: Level, root: Path, expand: Expander) -> dict[str, Path]:
         """A fresh folder per volume of the task: empty, or holding a Secret's or ConfigMap's keys as files."""
@@ -818,6 +847,23 @@ class Executor:
             self.out.write(f"result {name}: {text}\n")
         self.log.info(f"PipelineRun {self.run.name} {outcome.status} in {summary.duration(outcome.duration)}")
         self.out.flush()
+
+
+def _merged(value: Any, spec: ParamSpec | None, propagated: Any) -> Any:
+    """An object value over what it extends, key by key, as Tekton merges them (getTaskParameters in
+    pkg/reconciler/taskrun/resources/apply.go; docs/pipelineruns.md "Object Parameters"): a declared
+    param's default, or for an embedded taskSpec that declares none, the run's propagated object."""
+    if not isinstance(value, dict):
+        return value
+    if spec is not None:
+        base = normalize(spec.default) if spec.type == "object" and spec.has_default else None
+    else:
+        base = propagated
+    return {**base, **value} if isinstance(base, dict) else value
+
+
+def _any(_rest: list[Any]) -> bool:
+    return True
 
 
 def _placeholder(kind: str, properties: Sequence[str] = ()) -> Any:

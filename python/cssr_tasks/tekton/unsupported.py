@@ -24,12 +24,15 @@ FEATURES: dict[str, str] = {
     "step-actions": "StepActions (a step with ref)",
     "sidecars": "sidecars",
     "volume-kind": "volumes other than emptyDir, secret and configMap",
-    "step-workspaces": "a mountPath on a step-level workspace (isolated workspaces are mounted at the Task's)",
+    "step-workspaces": "a step-level workspace's mountPath other than the Task's (isolated workspaces are mounted "
+                       "at the Task's)",
     "step-when": "when on a step",
     "step-results": "step results",
     "step-output-streams": "stdoutConfig and stderrConfig on a step",
     "artifacts": "Tekton artifacts ($(artifacts...), $(step.artifacts.path))",
     "readonly-workspace-without-root": "readOnly workspaces, when the executor cannot mount (not root, or no unshare)",
+    "internal-dirs-without-root": "a step naming /tekton/run/ or /tekton/steps/ folders (Tekton mounts other steps' "
+                                  "read-only), when the executor cannot mount (not root, or no unshare)",
     "pod-settings": "securityContext.runAsUser or runAsGroup other than the executor's own (the identity "
                     "a step runs as)",
     "unknown-field": "a field the executor does not know (of a newer Tekton, or misspelled)",
@@ -37,6 +40,7 @@ FEATURES: dict[str, str] = {
                                     "runtime creates it; the executor creates no folders on this machine)",
 }
 
+UNSUPPORTED_TAG = "[unsupported: "
 _TAG = re.compile(r"\[unsupported: ([a-z0-9-]+)\]")
 
 
