@@ -378,8 +378,15 @@ def test_the_tasks_steps_in_order_as_the_pod_runs_them(volume, tmp_path):
         "kernel-tree-dir": str(fresh), "builder-root": str(volume.root),  # the step's emptyDirs
         "builder-command": f"{volume.builder} {volume.root}", "signing-secret-dir": str(tmp_path / "unbound"),
     })
-    env = {e["name"]: re.sub(r"\$\(params\.([-a-z]+)\)", lambda m: params[m.group(1)], e["value"])
-           for e in task["stepTemplate"]["env"]}
+    # Tekton's substitutions: the params, and $(workspaces.<name>.bound): the optional signing-key is not bound
+    bound = {"modules": "true", "signing-key": "false"}
+
+    def substituted(entries: list[dict[str, str]]) -> dict[str, str]:
+        return {e["name"]: re.sub(r"\$\(workspaces\.([-a-z]+)\.bound\)", lambda m: bound[m.group(1)],
+                                  re.sub(r"\$\(params\.([-a-z]+)\)", lambda m: params[m.group(1)], e["value"]))
+                for e in entries}
+
+    env = substituted(task["stepTemplate"]["env"])
     env.update(PATH=f"{bin_dir}:{os.environ['PATH']}", HOME=str(tmp_path),
                PYTHONPATH=str(Path(build_kmods.__file__).parents[1]))
     results = tmp_path / "tekton-results"
@@ -389,7 +396,8 @@ def test_the_tasks_steps_in_order_as_the_pod_runs_them(volume, tmp_path):
         else:
             argv = [sys.executable, "-m", "cssr_tasks", *step["command"][1:], "--results-dir", str(results)]
             argv = [a if a != "/tmp/cssr-prepare-results" else str(tmp_path / "prepare-results") for a in argv]
-        done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        done = subprocess.run(argv, env={**env, **substituted(step.get("env") or [])}, capture_output=True,
+                              text=True, check=False)
         assert done.returncode == 0, f"step {step['name']}: {done.stdout}{done.stderr}"
     releases = sorted(k.release for k in volume.kernels)
     assert sorted((tmp_path / "layouts.txt").read_text().split()) == releases
