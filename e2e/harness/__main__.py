@@ -3,6 +3,7 @@
 e2e   build what is stale, start what is not running healthy, install the CRDs, run e2e/tests,
       write out/e2e/report.json, then stop the cluster unless E2E_KEEP=1;
 up    the same without tests, leaving the cluster running;
+build build every binary, also Stage B's Tekton controller and webhook (not run yet);
 test  the tests only, against the running cluster;
 down  stop every recorded process.
 """
@@ -31,12 +32,16 @@ def up(layout: Layout, rep: report.Report) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2e.harness", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["e2e", "up", "test", "down"])
+    parser.add_argument("command", choices=["e2e", "up", "test", "down", "build"])
     args = parser.parse_args(argv)
     layout = Layout()
     if args.command == "down":
         stopped = control_plane.down(layout)
         say(f"stopped {len(stopped)} recorded processes: {', '.join(stopped) or 'none'}")
+        return 0
+    if args.command == "build":
+        for name, result in build.build(layout, build.STAGE_A + build.STAGE_B).items():
+            say(f"{name}: {'built' if result['built'] else 'up to date'} in {result['seconds']} s")
         return 0
     rep = report.Report(layout)
     keep = os.environ.get("E2E_KEEP", "") not in ("", "0")

@@ -39,9 +39,12 @@ COMPONENTS = (
     Component("kube-controller-manager", "kubernetes", "k8s.io/kubernetes/cmd/kube-controller-manager"),
     Component("kube-scheduler", "kubernetes", "k8s.io/kubernetes/cmd/kube-scheduler"),
     Component("kubectl", "kubernetes", "k8s.io/kubernetes/cmd/kubectl"),
+    Component("tekton-controller", "tekton", "github.com/tektoncd/pipeline/cmd/controller"),
+    Component("tekton-webhook", "tekton", "github.com/tektoncd/pipeline/cmd/webhook"),
 )
 
-STAGE_A = tuple(c.name for c in COMPONENTS)
+STAGE_A = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+STAGE_B = ("tekton-controller", "tekton-webhook")
 
 
 class BuildError(RuntimeError):
