@@ -43,6 +43,12 @@ def test_a_request_outside_the_rules_is_a_403_in_the_audit_log(layout: Layout, p
     began = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 1))
     with pytest.raises(Forbidden):
         pipeline_account.list("v1", "secrets", namespace="kube-system")
-    refused = [e for e in audit_events(layout, user=USER, since=began)
-               if e["responseStatus"]["code"] == 403 and e.get("objectRef", {}).get("namespace") == "kube-system"]
+    # The API server writes a request's ResponseComplete event just after it answers: poll briefly.
+    deadline = time.monotonic() + 10
+    while True:
+        refused = [e for e in audit_events(layout, user=USER, since=began) if e["responseStatus"]["code"] == 403
+                   and e.get("objectRef", {}).get("namespace") == "kube-system"]
+        if refused or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert [(e["verb"], e["objectRef"]["resource"]) for e in refused] == [("list", "secrets")]
