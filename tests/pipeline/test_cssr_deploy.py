@@ -185,7 +185,7 @@ def test_a_second_run_builds_nothing_pushes_nothing_and_changes_nothing(demo, fi
     assert second.statuses() == {"preflight": "Succeeded", "detect-kernel": "Succeeded",
                                  "check-cssr-init": "Succeeded", "build-cssr-init": "Skipped",
                                  "build-kmods": "Succeeded", "apply-manifests": "Succeeded",
-                                 "smoke-test": "Succeeded", "report": "Succeeded"}
+                                 "smoke-test": "Succeeded", "report": "Succeeded", "prune": "Succeeded"}
     assert json.loads(second.results("build-kmods")["built-kernels"]) == []
     assert demo.builds.read_text() == builds
     assert second.outcome.results["init-image-digest"] == digest
@@ -200,7 +200,8 @@ def test_a_second_run_builds_nothing_pushes_nothing_and_changes_nothing(demo, fi
     taskruns = [t for t in demo.sim.objects("tekton.dev/v1", "TaskRun", simdemo.NAMESPACE)
                 if t["metadata"]["labels"]["tekton.dev/pipelineRun"] == "second"]
     assert sorted(t["metadata"]["labels"]["tekton.dev/pipelineTask"] for t in taskruns) == [
-        "apply-manifests", "build-kmods", "check-cssr-init", "detect-kernel", "preflight", "report", "smoke-test"]
+        "apply-manifests", "build-kmods", "check-cssr-init", "detect-kernel", "preflight", "prune", "report",
+        "smoke-test"]
     run_object = demo.sim.get("tekton.dev/v1", "PipelineRun", "second", simdemo.NAMESPACE)
     assert run_object is not None
     assert run_object["status"]["skippedTasks"] == [{"name": "build-cssr-init", "reason": "WhenExpressionsSkip"}]
@@ -246,7 +247,8 @@ def test_a_failing_task_skips_its_dependents_and_finally_reports_without_recordi
     assert failed.statuses() == {"preflight": "Succeeded", "detect-kernel": "Succeeded",
                                  "check-cssr-init": "Succeeded", "build-cssr-init": "Skipped",
                                  "build-kmods": "Succeeded",
-                                 "apply-manifests": "Failed", "smoke-test": "Skipped", "report": "Succeeded"}
+                                 "apply-manifests": "Failed", "smoke-test": "Skipped", "report": "Succeeded",
+                                 "prune": "Skipped"}
     assert failed.outcome.task("smoke-test").reason == "PipelineRunStopping"
     assert "[report] PipelineRun broken: Failed (failed: apply-manifests" in failed.log
     assert failed.results("report")["recorded"] == "false"
