@@ -630,3 +630,83 @@ def test_a_working_dir_in_a_workspace_is_created_one_elsewhere_must_exist(run_pi
     assert "step where: a workingDir that does not exist here, outside /workspace" in run.err
     assert "[unsupported: workingdir-outside-workspace]" in run.err
     assert not Path("/nonexistent").exists()
+
+
+def test_a_refused_task_is_the_one_problem_not_what_follows_from_it(run_pipeline):
+    # a matrix would give the param its Task requires, and a consumer reads its (then array) results:
+    # the refusal names the matrix; no "does not set param", no "[*] on a string"
+    doc = pipeline(f"""
+        workspaces: [{{name: ws}}]
+        tasks:
+          - name: fan
+            matrix: {{params: [{{name: word, value: [a, b]}}]}}
+            taskSpec:
+              params: [{{name: word}}]
+              results: [{{name: out}}]
+              steps: [{{name: s, image: {BASH_IMAGE}, script: 'echo $(params.word)'}}]
+          - name: use
+            params: [{{name: all, value: "$(tasks.fan.results.out[*])"}}]
+            taskSpec:
+              params: [{{name: all, type: array}}]
+              steps: [{{name: s, image: {BASH_IMAGE}, args: ["$(params.all[*])"], script: 'echo "$@"'}}]
+        """)
+    run = run_pipeline(doc)
+    assert run.code == 2
+    assert "1 problem(s) found before anything ran" in run.err, run.err
+    assert "[unsupported: matrix]" in run.err
+
+
+def test_tekton_substitutions_an_inline_task_relies_on(run_pipeline):
+    # - an object value is merged key by key over the propagated object (docs/pipelineruns.md "Object Parameters")
+    #   and over a declared param's default (getTaskParameters);
+    # - $(workspaces.<the task's>.path) in a pipeline task's param is the task's workspace;
+    # - $(context.<unknown>) is left as written, as Tekton neither validates nor substitutes it
+    doc = pipeline(f"""
+        params:
+          - {{name: repo, type: object, properties: {{url: {{}}, commit: {{}}}}, default: {{url: a.com, commit: c1}}}}
+        workspaces: [{{name: ws}}]
+        tasks:
+          - name: show
+            workspaces: [{{name: out, workspace: ws}}]
+            params:
+              - {{name: repo, value: {{url: b.com}}}}
+              - {{name: target, value: $(workspaces.out.path)/said}}
+              - {{name: conf, value: {{port: "80"}}}}
+            taskSpec:
+              workspaces: [{{name: out}}]
+              params:
+                - {{name: target}}
+                - {{name: conf, type: object, properties: {{host: {{}}, port: {{}}}}, default: {{host: h}}}}
+              steps:
+                - name: s
+                  image: {BASH_IMAGE}
+                  script: |
+                    printf '%s\\n' "$(params.repo.url) $(params.repo.commit)" "$(params.conf.host):$(params.conf.port)" \\
+                      '$(context.other.name)' > $(params.target)
+        """)
+    run = run_pipeline(doc)
+    assert run.code == 0, run.out + run.err
+    assert run.lines("said") == ["b.com c1", "h:80", "$(context.other.name)"]
+
+
+@pytest.mark.parametrize(("mount", "refused"), [("/workspace/key", False), ("/elsewhere", True)])
+def test_a_step_workspace_mount_path_other_than_the_tasks_is_refused(run_pipeline, mount, refused):
+    doc = pipeline(f"""
+        workspaces: [{{name: ws}}]
+        tasks:
+          - name: t
+            workspaces: [{{name: key, workspace: ws}}]
+            taskSpec:
+              workspaces: [{{name: key}}]
+              steps:
+                - name: s
+                  image: {BASH_IMAGE}
+                  workspaces: [{{name: key, mountPath: {mount}}}]
+                  script: echo ok > $(workspaces.key.path)/said
+        """)
+    run = run_pipeline(doc)
+    if refused:
+        assert run.code == 2 and "[unsupported: step-workspaces]" in run.err, run.err
+    else:
+        assert run.code == 0, run.out + run.err
+        assert run.lines("said") == ["ok"]

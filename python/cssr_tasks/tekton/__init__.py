@@ -5,6 +5,12 @@
     dag.py    the order of pipeline tasks, from runAfter and result references
     steps.py  how one step runs on this machine (tasks image, buildah, --image-command)
     run.py    the executor: check everything first, then run tasks, skip, retry, finally
+    state.py  a run's options, the PipelineRun, each task's state, the outcome
+    scopes.py what `$(...)` resolves to, for the pipeline and for a task
+    binding.py params, workspaces and when expressions of each pipeline task
+    stepspecs.py a task's steps as they will run: stepTemplate, env, volumes
+    results.py task results as Tekton carries them (termination messages and their limits)
+    unsupported.py the features the executor refuses, by id
     record.py PipelineRun and TaskRun objects written into the simulated cluster
     summary.py durations and the "changed" column, shared with the report task
 
