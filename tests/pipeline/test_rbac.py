@@ -48,7 +48,7 @@ NS = "cssr"
 PIPELINE_SA = "cssr-deploy"
 DEFAULT_SA = "pipeline"  # OpenShift Pipelines' default-service-account, made in every namespace
 WATCHER_SA = "cssr-watch-pools"
-FAST = {"PARAM_POLL_INTERVAL": "0.01", "PARAM_GATE_TIMEOUT": "10", "PARAM_ROLLOUT_TIMEOUT": "10"}
+FAST = {"PARAM_POLL_INTERVAL": "0.1", "PARAM_GATE_TIMEOUT": "10", "PARAM_ROLLOUT_TIMEOUT": "10"}
 TASKS = [yaml.safe_load(p.read_text()) for p in sorted((REPO / "tasks").glob("*.yaml"))]
 
 
