@@ -32,6 +32,7 @@ from types import FrameType
 
 from . import depmod
 from .build_lock import LOCK_FILE, STAGING, BuildLock, host
+from .durable import fsync
 from .elf import strip_signature
 from .errors import ConfigError, CssrError
 from .kmod_checks import (
@@ -362,14 +363,14 @@ class Build:
             checks = verify_dir(stage, kernel, self.params.modules, require_signature=True)
             _fail_unless_ok(checks, "the signed modules")
         for path in stage.iterdir():
-            _fsync(path)
+            fsync(path)
         live = self.modules_dir / kernel / "dpdk"
         live.parent.mkdir(parents=True, exist_ok=True)
         old = self.plan_dir / f"{kernel}.old"
         if live.exists() or live.is_symlink():
             os.rename(live, old)
         os.rename(stage, live)
-        _fsync(live.parent)
+        fsync(live.parent)
         shutil.rmtree(old, ignore_errors=True)
         self.log.info(f"kernel {kernel}: {_summary(checks)} verified{' and signed' if self.signing else ''}; "
                       f"renamed into {live}")
@@ -481,12 +482,3 @@ def _fail_unless_ok(checks: Sequence[Check], what: str) -> None:
 
 def _summary(checks: Sequence[Check]) -> str:
     return ", ".join(c.path.name for c in checks)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .durable import fsync
 from .errors import CssrError
 from .kmod_checks import dep_problems, read_modules_dep
 from .log import Log
@@ -66,19 +67,11 @@ def update(modules_dir: Path, kernel: str, modules: Sequence[str], *, scratch: P
                         + "; the live index files were kept")
     made = sorted(p for p in view.iterdir() if p.is_file() and not p.is_symlink())
     for path in made:
-        _fsync(path)
+        fsync(path)
     for path in made:
         os.replace(path, tree / path.name)
-    _fsync(tree)
+    fsync(tree)
     shutil.rmtree(scratch, ignore_errors=True)
     log.info(f"kernel {kernel}: depmod{' with ' + str(system_map) if system_map else ''} took {took:.2f}s; "
              f"{tree / 'modules.dep'} lists {', '.join(modules)} and uio")
     return took
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
