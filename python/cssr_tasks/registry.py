@@ -7,13 +7,13 @@ lists to one architecture's image; reads one file out of an image's layers, stre
 only as far as the file; retries through the suite's one policy; and maps every failure onto our
 own errors with a message that names the registry and the fix. Redirects are followed by hand,
 so that no credential ever goes to another host (a blob's redirect to S3 or a CDN gets none).
+registry_manifests.py reads the manifests it fetches; registry_errors.py words its failures.
 """
 
 from __future__ import annotations
 
 import base64
 import functools
-import hashlib
 import os
 import re
 import warnings
@@ -27,8 +27,23 @@ import urllib3
 
 from . import image_layers
 from .cluster import RetrySettings, error_for, retry_after_seconds, retrying
-from .errors import ApiError, ConfigError, CssrError
+from .errors import ApiError, ConfigError
 from .log import Log
+from .registry_errors import login_fix, refusal, short, who
+from .registry_manifests import (  # re-exported (__all__): the tasks and tests import them from here
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    INDEX_TYPES,
+    MANIFEST_TYPES,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    FileInImage,
+    Manifest,
+    config_digest,
+    labels_of,
+    layers_of,
+    platform_image,
+)
 from .registry_refs import (  # re-exported (__all__): the tasks import references through this door
     DIGEST,
     DOCKER_HUB,
@@ -47,15 +62,6 @@ __all__ = ["DIGEST", "DOCKER_HUB", "DOCKER_LIST", "DOCKER_MANIFEST", "INDEX_TYPE
            "ImageRef", "Manifest", "Registry", "Traffic", "find_docker_config", "load_credentials", "logins"]
 T = TypeVar("T")
 
-# Accept every manifest type buildah, podman and docker push; a registry that stores an OCI
-# manifest answers 404 to a client that does not accept OCI.
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST)
-INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
-
 _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 5
@@ -64,25 +70,6 @@ TOKEN_FILE_ENV = "CSSR_SA_TOKEN_FILE"
 
 
 # -- the client -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Manifest:
-    data: dict[str, Any]
-    digest: str
-    media_type: str
-
-    @property
-    def is_index(self) -> bool:
-        return self.media_type in INDEX_TYPES or "manifests" in self.data
-
-
-@dataclass(frozen=True)
-class FileInImage:
-    data: bytes
-    image: ImageRef  # the architecture's image, by digest
-    layer: int  # index of the layer that holds the file
-    layers: int
 
 
 @dataclass
@@ -192,20 +179,14 @@ class Registry:
     def labels(self, ref: ImageRef) -> dict[str, str] | None:
         """The image's config labels; None when the image is absent or is a multi-arch index."""
         blob = self.config(ref)
-        if blob is None:
-            return None
-        labels = (blob.get("config") or {}).get("Labels") or {}
-        return {str(k): str(v) for k, v in labels.items()}
+        return None if blob is None else labels_of(blob)
 
     def config(self, ref: ImageRef) -> dict[str, Any] | None:
         """The image's config blob (labels, created); None when the image is absent or is a multi-arch index."""
         manifest = self.manifest(ref)
         if manifest is None or manifest.is_index:
             return None
-        config = manifest.data.get("config") or {}
-        digest = str(config.get("digest") or "")
-        if not DIGEST.fullmatch(digest):
-            raise ApiError(f"could not read the config of {ref}: its manifest names no config blob", status=200)
+        digest = config_digest(ref, manifest)
         what = f"read the config of {ref} from registry {self.host}"
 
         def once() -> dict[str, Any]:
@@ -263,14 +244,7 @@ class Registry:
         manifest = self.manifest(ref)
         if manifest is None or not manifest.is_index:
             return (ref, manifest) if manifest else None
-        entries = [m for m in manifest.data.get("manifests") or [] if isinstance(m, dict)]
-        chosen = next((m for m in entries if (m.get("platform") or {}).get("architecture") == architecture
-                       and (m.get("platform") or {}).get("os", "linux") == "linux"), None)
-        if chosen is None or not DIGEST.fullmatch(str(chosen.get("digest") or "")):
-            offered = sorted({str((m.get("platform") or {}).get("architecture")) for m in entries})
-            raise CssrError(f"{ref} is a manifest list without a linux/{architecture} image (it has "
-                            f"{', '.join(offered) or 'none'}); name the image of the nodes' architecture")
-        child = ImageRef(ref.registry, ref.repository, "", str(chosen["digest"]))
+        child = platform_image(ref, manifest, architecture)
         found = self.manifest(child)
         if found is None or found.is_index:
             raise ApiError(f"could not read {child}: the manifest list of {ref} names it, but registry {self.host} "
@@ -289,7 +263,7 @@ class Registry:
         if resolved is None:
             raise error_for(404, f"could not read {path} from {ref}: registry {self.host} has no such image")
         image, manifest = resolved
-        layers = [layer for layer in manifest.data.get("layers") or [] if isinstance(layer, dict)]
+        layers = layers_of(manifest)
         wanted = path.strip("/")
         for index in range(len(layers) - 1, -1, -1):
             what = f"read layer {index + 1}/{len(layers)} of {image} from registry {self.host}"
@@ -317,7 +291,7 @@ class Registry:
             try:
                 found = image_layers.find(_Counted(response.raw, self.traffic), wanted, limit=limit)
             except (urllib3.exceptions.HTTPError, requests.RequestException) as e:
-                raise ApiError(f"could not {what}: the transfer broke off ({_short(e)})", status=0) from e
+                raise ApiError(f"could not {what}: the transfer broke off ({short(e)})", status=0) from e
             except image_layers.LayerError as e:
                 raise ApiError(f"could not {what}: layer {digest} {e}", status=200) from e
         return found.data, found.deleted
@@ -333,10 +307,7 @@ class Registry:
             body = response.content
             data = _json_object(response, what)
             digest = response.headers.get("Docker-Content-Digest", "")
-        if not DIGEST.fullmatch(digest):
-            digest = "sha256:" + hashlib.sha256(body).hexdigest()
-        media_type = str(data.get("mediaType") or response.headers.get("Content-Type", "").split(";")[0])
-        return Manifest(data, digest, media_type)
+        return Manifest.received(body, data, digest, response.headers.get("Content-Type", ""))
 
     def _with_retries(self, what: str, once: Callable[[], T]) -> T:
         for attempt in retrying(self.retry, self.log, what):
@@ -410,7 +381,7 @@ class Registry:
                     if self._next_login(f"the token service {realm} refused it"):
                         continue
                     raise error_for(401, f"could not {what}: the token service {realm} of registry {self.host} "
-                                         f"refused {self._who()}; {self._fix()}")
+                                         f"refused {who(self.credentials)}; {login_fix(self.host)}")
                 self._raise_for(response, f"get a token for {query['scope']} from {realm}")
                 data = _json_object(response, f"get a token from {realm}")
             break
@@ -466,15 +437,15 @@ class Registry:
             return response
         except requests.exceptions.SSLError as e:
             if tls_failure_ok:
-                raise _TLSFailure(_short(e)) from e
-            raise ConfigError(f"could not {what}: the TLS handshake with registry {self.host} failed ({_short(e)}); "
+                raise _TLSFailure(short(e)) from e
+            raise ConfigError(f"could not {what}: the TLS handshake with registry {self.host} failed ({short(e)}); "
                               "give tls-verify the path of the CA bundle that signs its certificate, or set "
                               "tls-verify=false for a registry that serves plain HTTP") from e
         except (requests.ConnectionError, requests.Timeout) as e:
-            raise ApiError(f"could not {what}: cannot reach registry {self.host} ({_short(e)}); check the image "
+            raise ApiError(f"could not {what}: cannot reach registry {self.host} ({short(e)}); check the image "
                            "repository's host and port, the network, and a proxy if there is one", status=0) from e
         except requests.RequestException as e:
-            raise ApiError(f"could not {what}: {_short(e)}", status=0) from e
+            raise ApiError(f"could not {what}: {short(e)}", status=0) from e
 
     # -- errors ---------------------------------------------------------------------------
 
@@ -482,30 +453,9 @@ class Registry:
         status = response.status_code
         if status < 400:
             return
-        detail = _registry_message(response)
-        if status == 401:
-            message = (f"could not {what}: registry {self.host} answered 401 Unauthorized to {self._who()}; "
-                       f"{self._fix()}")
-        elif status == 403:
-            message = (f"could not {what}: registry {self.host} denied {self._who()} ({detail or '403 Forbidden'}); "
-                       "check that this login may pull and push the repository")
-        elif status == 429 or status >= 500:
-            message = (f"could not {what}: registry {self.host} answered {status} {response.reason}"
-                       f"{': ' + detail if detail else ''}; retry later, or check the registry's health")
-        else:
-            message = f"could not {what}: registry {self.host} answered {status} {response.reason}" + (
-                f": {detail}" if detail else "")
+        message = refusal(what, self.host, status, reason=response.reason, detail=_registry_message(response),
+                          login=self.credentials)
         raise error_for(status, message, retry_after_seconds(response.headers.get("Retry-After")))
-
-    def _who(self) -> str:
-        if self.credentials:
-            return f"the login {self.credentials.username or '(token)'} from {self.credentials.source}"
-        return "an anonymous client (the docker config has no login for it)"
-
-    def _fix(self) -> str:
-        return (f"check the docker config for a login to {self.host} with push rights: the dockerconfig workspace "
-                "or docker-config param, else the ServiceAccount's registry secret that Tekton writes to "
-                "$HOME/.docker/config.json")
 
 
 def _manifest_path(ref: ImageRef) -> str:
@@ -550,15 +500,3 @@ def _registry_message(response: requests.Response) -> str:
         return f"{first.get('code', '')} {first.get('message', '')}".strip()[:200]
     except (ValueError, AttributeError, IndexError, TypeError):
         return response.text[:200].strip() if response.text else ""
-
-
-def _short(error: BaseException) -> str:
-    """The reason inside a requests/urllib3 error chain, such as `[Errno 111] Connection refused`."""
-    text = str(error)
-    errno = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
-    if errno:
-        return errno.group(0).strip()
-    for marker in ("Caused by ", "Max retries exceeded"):
-        if marker in text:
-            text = text.split(marker, 1)[-1]
-    return text.strip(" ()'\"")[:200]
