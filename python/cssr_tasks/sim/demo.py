@@ -47,7 +47,7 @@ import yaml
 
 from .. import pipeline
 from ..tekton.run import Options, Outcome
-from . import SimulatedCluster, fixtures, images, kmod_standin, oci, operators, router, ssr, workloads
+from . import SimulatedCluster, fixtures, images, kmod_standin, mini_registry, oci, operators, router, ssr, workloads
 
 NAMESPACE = "cssr"  # the PipelineRun's, the router's and the images' namespace
 RUNNING = "4.16"  # what the nodes run
@@ -101,7 +101,7 @@ class Demo:
         self.pipeline_file = pipeline_file or REPO / "pipelines" / "cssr-deploy.yaml"
         self.builds = workdir / "builds.txt"  # one line per kernel the stand-in builder built
         self._stack = contextlib.ExitStack()
-        self.registry: images.RegistryServer | oci.MiniRegistry | None = None
+        self.registry: images.RegistryServer | mini_registry.MiniRegistry | None = None
         self.seed: images.Seed | None = None
         self.sim: SimulatedCluster | None = None
         self.workloads: workloads.Workloads | None = None
@@ -125,7 +125,7 @@ class Demo:
     def _start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         registry = images.RegistryServer(self.workdir / "registry") if self.tools.registry else \
-            oci.MiniRegistry(self.workdir / "registry")
+            mini_registry.MiniRegistry(self.workdir / "registry")
         self.registry = registry.start()
         self._stack.callback(registry.stop)
         self.seed = self._seed()
