@@ -289,7 +289,7 @@ def test_the_demo_command_is_green_with_every_stand_in(tmp_path):
                          "--without", "buildah", "--without", "registry", "--without", "headers"], out=out)
     text = out.getvalue()
     assert code == 0, text
-    assert "stand-in MiniRegistry of sim/oci.py (--without registry)" in text
+    assert "stand-in MiniRegistry of sim/mini_registry.py (--without registry)" in text
     assert "stand-in for buildah (cssr_tasks.sim.oci): building" in text  # the build step says what runs
     assert "stand-in builder: no kernel headers here; writing synthetic modules" in text
     assert "PipelineRun cssr-deploy-demo Succeeded" in text

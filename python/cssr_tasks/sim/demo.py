@@ -19,7 +19,7 @@ headers with the release rewritten: sim/kmod_standin.py). What stands in:
   (sim/oci.py run-step).
 
 A missing tool gives a degraded run that is still green and says so: no buildah, the build
-step is sim/oci.py's Containerfile stand-in; no docker-registry, sim/oci.py's MiniRegistry; no
+step is sim/oci.py's Containerfile stand-in; no docker-registry, sim/mini_registry.py's MiniRegistry; no
 kernel headers (or dpdk-kmods, make, gcc), fake kernel trees and synthetic modules stamped with
 the kernel's vermagic. Steps get their volumes at a pod's paths through a private mount
 namespace, which needs root (as the module and image tests do).
@@ -83,7 +83,7 @@ class Tools:
         missing_headers = ", ".join(kmod_standin.missing_for_real_builds())
         return [
             "registry: " + (f"{images.REGISTRY_BIN} on 127.0.0.1" if self.registry else
-                            f"stand-in MiniRegistry of sim/oci.py ({why('registry', images.REGISTRY_BIN)})"),
+                            f"stand-in MiniRegistry of sim/mini_registry.py ({why('registry', images.REGISTRY_BIN)})"),
             "image builds: " + ("buildah (vfs storage, chroot isolation)" if self.buildah else
                                 f"stand-in Containerfile builder of sim/oci.py ({why('buildah', 'buildah')})"),
             "modules: " + ("igb_uio.ko compiled by kbuild against Debian's headers announcing each RHEL kernel"
