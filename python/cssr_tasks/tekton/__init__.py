@@ -1,6 +1,9 @@
 """A local executor of the Tekton v1 semantics the cssr-deploy suite uses.
 
-    model.py  Pipeline and Task YAML, loaded with the line of every value
+    model.py  Pipeline and Task declarations, loaded and checked
+    documents.py Pipeline and Task YAML, with the line of every value, and the problems found
+    fields.py the fields the executor reads, per object; any other is refused
+    values.py param values: type checks, normalization, --param text, durations
     refs.py   `$(...)` variables: parsing, scopes, substitution, and errors that name file and line
     dag.py    the order of pipeline tasks, from runAfter and result references
     steps.py  how one step runs on this machine (tasks image, buildah, --image-command)

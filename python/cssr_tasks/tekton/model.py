@@ -1,100 +1,31 @@
-"""Tekton v1 Pipelines and Tasks as the executor needs them, loaded with the line of every value.
+"""Tekton v1 Pipelines and Tasks as the executor needs them: the declarations, loaded and checked.
 
-Strings and mappings from YAML keep the line they were written on (`Text.line`, `Map.line`),
-so that a reference that does not resolve is reported as `file:line`, before anything runs.
-Structural problems are collected into one `Problems` list and reported together.
+The YAML with its lines is in documents.py, the table of fields the executor reads in fields.py,
+and param values (types, normalization, durations) in values.py.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..errors import ConfigError
+from .documents import Map, Problems, Text, line_of, load_documents
+from .fields import FEATURE_OF, FIELDS, NOT_APPLIED, check_fields
 from .unsupported import UNSUPPORTED_TAG, refuse
+from .values import normalize, parse_cli_value, parse_duration, type_error
+
+# The names importers have always taken from here, wherever they live now.
+__all__ = [
+    "FEATURE_OF", "FIELDS", "NOT_APPLIED", "ON_ERROR", "PARAM_TYPES", "Map", "ParamSpec", "Pipeline",
+    "PipelineResult", "PipelineTask", "Problems", "ResultSpec", "TaskCatalog", "TaskSpec", "Text",
+    "WorkspaceSpec", "check_fields", "line_of", "load_documents", "load_pipeline", "normalize", "parse_cli_value",
+    "parse_duration", "task_from", "type_error",
+]
 
 PARAM_TYPES = ("string", "array", "object")
-
-
-class Text(str):
-    """A YAML string that remembers its line (1-based); a literal block (`|`) knows each of its lines."""
-
-    line: int = 0
-    literal: bool = False
-
-    def line_at(self, offset: int) -> int:
-        return self.line + (self.count("\n", 0, offset) if self.literal else 0)
-
-
-class Map(dict[str, Any]):
-    """A YAML mapping that remembers its line (1-based)."""
-
-    line: int = 0
-
-
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-def _text(loader: _Loader, node: yaml.ScalarNode) -> Text:
-    text = Text(loader.construct_scalar(node))
-    text.line = node.start_mark.line + 1
-    if node.style in ("|", ">"):  # the content starts on the line after the indicator
-        text.line += 1
-        text.literal = node.style == "|"
-    return text
-
-
-def _map(loader: _Loader, node: yaml.MappingNode) -> Map:
-    mapping = Map({str(k): v for k, v in loader.construct_mapping(node, deep=True).items()})
-    mapping.line = node.start_mark.line + 1
-    return mapping
-
-
-_Loader.add_constructor("tag:yaml.org,2002:str", _text)
-_Loader.add_constructor("tag:yaml.org,2002:map", _map)
-
-
-def line_of(value: Any, default: int = 0) -> int:
-    return int(getattr(value, "line", default) or default)
-
-
-@dataclass
-class Problems:
-    """Every problem found before the run, as `file:line: message`."""
-
-    items: list[str] = field(default_factory=list)
-
-    def add(self, file: Path | str, line: int, message: str) -> None:
-        where = f"{file}:{line}" if line else str(file)
-        entry = f"{where}: {message}"
-        if entry not in self.items:
-            self.items.append(entry)
-
-    def raise_if_any(self, what: str) -> None:
-        if self.items:
-            listing = "\n".join(f"  - {item}" for item in self.items)
-            raise ConfigError(f"could not start {what}: {len(self.items)} problem(s) found before "
-                              f"anything ran:\n{listing}")
-
-
-def load_documents(path: Path) -> list[Map]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"could not read {path}: {e.strerror}; check the path") from e
-    try:
-        docs = list(yaml.load_all(text, Loader=_Loader))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"could not parse {path}: {e}; fix the YAML") from e
-    return [d for d in docs if isinstance(d, Map)]
 
 
 # -- declarations ---------------------------------------------------------------------------
@@ -185,59 +116,6 @@ class Pipeline:
 
 
 # -- loading --------------------------------------------------------------------------------
-
-# Every field the executor reads, per object. A field outside these tables is refused with the
-# feature it belongs to (unsupported.py), so that no field is read and then ignored. NOT_APPLIED
-# fields constrain the container, not what its commands do; the docs list them as accepted, not applied.
-NOT_APPLIED = {"computeResources", "imagePullPolicy", "securityContext", "description", "displayName"}
-_CONTAINER = {"name", "image", "command", "args", "script", "env", "envFrom", "workingDir", "volumeMounts",
-              "timeout", "onError", "workspaces"} | NOT_APPLIED
-FIELDS = {
-    "Task": {"params", "results", "workspaces", "volumes", "stepTemplate", "steps"} | NOT_APPLIED,
-    "step": _CONTAINER,
-    "stepTemplate": _CONTAINER - {"name", "script", "timeout", "onError", "workspaces"},
-    "stepWorkspace": {"name", "mountPath"},  # a mountPath other than the Task's is refused in task_from
-    "param": {"name", "type", "default", "properties", "enum", "description"},
-    "result": {"name", "type", "properties", "description"},
-    "workspace": {"name", "mountPath", "readOnly", "optional", "description"},
-    "volume": {"name", "emptyDir", "secret", "configMap"},
-    "volumeMount": {"name", "mountPath", "readOnly", "subPath"},
-    "Pipeline": {"params", "workspaces", "tasks", "finally", "results", "description", "displayName"},
-    "pipelineTask": {"name", "taskRef", "taskSpec", "params", "workspaces", "runAfter", "when", "retries",
-                     "timeout", "description", "displayName"},
-    "taskSpec": {"metadata"},  # an embedded taskSpec also carries labels and annotations for its TaskRun
-}
-# fields that belong to a feature the executor refuses
-FEATURE_OF = {
-    ("pipelineTask", "matrix"): "matrix", ("pipelineTask", "pipelineRef"): "pipelines-in-pipelines",
-    ("pipelineTask", "pipelineSpec"): "pipelines-in-pipelines", ("pipelineTask", "onError"): "pipeline-task-on-error",
-    ("Task", "sidecars"): "sidecars", ("step", "ref"): "step-actions", ("step", "params"): "step-actions",
-    ("step", "when"): "step-when", ("step", "results"): "step-results",
-    ("step", "stdoutConfig"): "step-output-streams", ("step", "stderrConfig"): "step-output-streams",
-    ("result", "value"): "step-results", ("volume", "*"): "volume-kind",
-}
-_RUN_AS = ("runAsUser", "runAsGroup")
-
-
-def check_fields(kind: str, obj: Any, file: Path, where: str, problems: Problems) -> None:
-    """Refuse every field of obj outside FIELDS[kind], naming the feature it belongs to."""
-    if not isinstance(obj, dict):
-        return
-    allowed = FIELDS[kind] | (FIELDS["Task"] | FIELDS["taskSpec"] if kind == "taskSpec" else set())
-    for key, value in obj.items():
-        line = line_of(value) or line_of(obj)
-        if key not in allowed:
-            kinds = (kind, "Task") if kind == "taskSpec" else (kind,)  # an embedded taskSpec is a Task's spec
-            feature = next((f for k in kinds for f in (FEATURE_OF.get((k, key)), FEATURE_OF.get((k, "*"))) if f),
-                           "unknown-field")
-            if key == "pipelineRef" and isinstance(value, dict) and (value.get("resolver") or value.get("bundle")):
-                feature = "resolvers"  # a Pipeline fetched from elsewhere: fetching it is the first thing missing
-            refuse(problems, file, line, where, feature, detail=f"field {key}")
-        elif key == "securityContext" and isinstance(value, dict):
-            own = {"runAsUser": os.geteuid(), "runAsGroup": os.getegid()}
-            for name in _RUN_AS:  # the identity a step runs as changes what it can read and write:
-                if name in value and str(value[name]) != str(own[name]):  # only the executor's own passes
-                    refuse(problems, file, line, where, "pod-settings", detail=f"securityContext.{name}")
 
 
 def _params(raw: Any, file: Path, problems: Problems) -> dict[str, ParamSpec]:
@@ -485,74 +363,3 @@ def _resolve_task(raw: Map, name: str, path: Path, catalog: TaskCatalog, problem
         problems.add(path, line_of(ref), f"pipeline task {name}: Task {ref['name']} not found in {path.name} "
                      f"or {dirs}; pass --tasks-dir")
     return task
-
-
-# -- values ---------------------------------------------------------------------------------
-
-
-def type_error(spec: ParamSpec, value: Any, *, partial: bool = False) -> str:
-    """Why a value does not fit a param ('' when it does); `partial`: an object may lack declared keys."""
-    if spec.type == "string":
-        if not isinstance(value, (str, int, float, bool)):
-            return f"must be a string, not {_kind(value)}"
-        if spec.enum and "$(" not in str(value) and str(value) not in spec.enum:
-            return f"is {value!r}, not one of its enum: {', '.join(spec.enum)}"
-        return ""
-    if spec.type == "array":
-        if not isinstance(value, list):
-            return f"must be an array, not {_kind(value)}"
-        return "" if all(isinstance(v, (str, int, float, bool)) for v in value) else "must be an array of strings"
-    if not isinstance(value, dict):
-        return f"must be an object, not {_kind(value)}"
-    missing = [p for p in spec.properties if p not in value and not partial]
-    return f"lacks the key(s) {', '.join(missing)}" if missing else ""
-
-
-def normalize(value: Any) -> Any:
-    """Tekton param values are strings (or lists or maps of strings): YAML's 3 and true become '3', 'true'."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, list):
-        return [normalize(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): normalize(v) for k, v in value.items()}
-    return "" if value is None else value
-
-
-def parse_cli_value(spec: ParamSpec, text: str) -> Any:
-    """`--param` text as the param's type: JSON, or tkn's forms (`a,b` for arrays, `k:v, k2:v2` for objects)."""
-    if spec.type == "string":
-        return text
-    stripped = text.strip()
-    if stripped.startswith(("[", "{")):
-        try:
-            return json.loads(stripped)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"--param {spec.name}: not valid JSON ({e.msg}); give JSON or the tkn form") from e
-    if spec.type == "array":
-        return [part.strip() for part in text.split(",")] if stripped else []
-    pairs = [p for p in (part.strip() for part in text.split(",")) if p]
-    if not all(":" in p for p in pairs):
-        raise ConfigError(f"--param {spec.name}: give an object as JSON or as key:value, key2:value2")
-    return {k.strip(): v.strip() for k, v in (p.split(":", 1) for p in pairs)}
-
-
-def _kind(value: Any) -> str:
-    return "an array" if isinstance(value, list) else "an object" if isinstance(value, dict) else "a string"
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)")
-_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-
-
-def parse_duration(text: str) -> float | None:
-    """A Go duration (`1h30m`, `0h1m30s`, `90s`) in seconds; `0` means no timeout (None)."""
-    text = text.strip()
-    if text in ("0", "0s", ""):
-        return None
-    if not re.fullmatch(rf"(?:{_DURATION.pattern})+", text):
-        raise ValueError(f"timeout {text!r} is not a Go duration such as 1h30m or 90s")
-    total = sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(text))
-    return total or None
