@@ -3,7 +3,7 @@
 e2e   build what is stale, start what is not running healthy, install the CRDs, run e2e/tests,
       write out/e2e/report.json, then stop the cluster unless E2E_KEEP=1;
 up    the same without tests, leaving the cluster running;
-build build every binary, also Stage B's Tekton controller and webhook (not run yet);
+build build every binary: Stage A's and Stage B's Tekton controller and webhook;
 test  the tests only, against the running cluster;
 down  stop every recorded process.
 """
@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from . import build, control_plane, crds, report
+from . import build, control_plane, crds, report, tekton
 from .layout import Layout
 from .log import say
 
@@ -26,6 +26,12 @@ def up(layout: Layout, rep: report.Report) -> None:
         step.update(control_plane.up(layout))
     with rep.step("A", "crds") as step:
         step.update(crds.install(layout))
+    restarted = not all(c.get("reused") for c in rep.stages["A"]["steps"]["cluster"].values()
+                        if isinstance(c, dict))
+    with rep.step("B", "build") as step:
+        step.update(build.build(layout, build.STAGE_B))
+    with rep.step("B", "tekton") as step:
+        step.update(tekton.up(layout, restart=restarted))
     say(f"cluster up; kubeconfig: {layout.admin_kubeconfig}")
 
 
@@ -36,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     layout = Layout()
     if args.command == "down":
-        stopped = control_plane.down(layout)
+        stopped = control_plane.down(layout, tekton.down_order(), tekton.STOP_TIMEOUTS)
         say(f"stopped {len(stopped)} recorded processes: {', '.join(stopped) or 'none'}")
         return 0
     if args.command == "build":
@@ -50,13 +56,15 @@ def main(argv: list[str] | None = None) -> int:
             up(layout, rep)
         if args.command in ("e2e", "test"):
             with rep.step("A", "tests") as step:
-                report.run_tests(layout, step)
+                report.run_tests(layout, step, "A")
+            with rep.step("B", "tests") as step:
+                report.run_tests(layout, step, "B")
     except Exception as e:
         say(f"FAILED: {e}")
     finally:
         rep.finish(build.last_builds(layout))
         if args.command == "e2e" and not keep:
-            control_plane.down(layout)
+            control_plane.down(layout, tekton.down_order(), tekton.STOP_TIMEOUTS)
         elif args.command == "e2e":
             say("E2E_KEEP=1: cluster left running; `make e2e-down` stops it")
     say(f"report: {layout.report} ({'passed' if rep.passed else 'FAILED'})")

@@ -214,8 +214,11 @@ def up(layout: Layout, timeout: float = 180.0) -> dict[str, dict[str, object]]:
     return result
 
 
-def down(layout: Layout) -> list[str]:
+def down(layout: Layout, first: list[str] | None = None,
+         timeouts: dict[str, float] | None = None) -> list[str]:
+    """Stop every recorded process: `first` (Stage B's, which talk to the API server), then the
+    control plane in reverse order of start."""
     processes = Processes(layout.processes)
     names = list(processes.records())
-    processes.stop_all(list(reversed(ORDER)))
+    processes.stop_all((first or []) + list(reversed(ORDER)), timeouts)
     return names

@@ -88,15 +88,24 @@ class Processes:
         if self.alive(record):
             began = time.monotonic()
             os.kill(record.pid, signal.SIGTERM)
-            while self.alive(record) and time.monotonic() - began < timeout:
+            # Not `alive`: an exiting process loses its exe link before it closes its sockets.
+            while self._exists(record.pid) and time.monotonic() - began < timeout:
                 self._reap(record.pid)
                 time.sleep(0.1)
-            if self.alive(record):
+            if self._exists(record.pid):
                 say(f"{name} (pid {record.pid}) ignored SIGTERM for {timeout:.0f} s; killing it")
                 os.kill(record.pid, signal.SIGKILL)
             self._reap(record.pid)
             say(f"stopped {name} (pid {record.pid}) in {time.monotonic() - began:.1f} s")
         self._save(records)
+
+    @staticmethod
+    def _exists(pid: int) -> bool:
+        """The PID is there and not a zombie (a zombie holds no ports or files any more)."""
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
 
     @staticmethod
     def _reap(pid: int) -> None:
@@ -106,7 +115,7 @@ class Processes:
         except ChildProcessError:
             pass
 
-    def stop_all(self, order: list[str]) -> None:
+    def stop_all(self, order: list[str], timeouts: dict[str, float] | None = None) -> None:
         names = list(self.records())
         for name in [n for n in order if n in names] + [n for n in names if n not in order]:
-            self.stop(name)
+            self.stop(name, (timeouts or {}).get(name, 20.0))

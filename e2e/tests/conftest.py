@@ -8,6 +8,7 @@ saying so, never skip: a skipped real-cluster test would look like a passing one
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import subprocess
@@ -137,7 +138,9 @@ def audit_events(layout: Layout, *, user: str, since: str) -> list[dict[str, Any
 @pytest.fixture
 def namespace(kubectl: Any, request: pytest.FixtureRequest) -> Iterator[str]:
     """A namespace of the test's own, deleted afterwards (without waiting for it)."""
-    name = f"e2e-{int(time.time())}-" + request.node.name.lower().replace("_", "-")[:30].strip("-")
+    # The digest of the full name tells apart parametrized cases made in the same second.
+    digest = hashlib.sha256(request.node.name.encode()).hexdigest()[:6]
+    name = f"e2e-{int(time.time())}-{digest}-" + request.node.name.lower().replace("_", "-")[:30].strip("-")
     kubectl("create", "namespace", name)
     yield name
     kubectl("delete", "namespace", name, "--wait=false", check=False)
