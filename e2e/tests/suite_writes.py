@@ -8,12 +8,10 @@ from cssr_tasks import apply_manifests, manifests
 from cssr_tasks.cluster import Cluster, kind_info
 from cssr_tasks.log import Log
 
-PINNED = "sha256:" + "e" * 64  # init-image-digest: no registry is asked
-
 
 def params(namespace: str, **values: str) -> apply_manifests.Params:
-    """The params a user gives the install's namespace: the router and its images live there too."""
-    values = {"init-image-digest": PINNED, "namespace": namespace, "images-namespace": namespace, **values}
+    """The params a user gives the install's namespace: the router lives there too."""
+    values = {"namespace": namespace, **values}
     return apply_manifests.Params.from_env({f"PARAM_{k.upper().replace('-', '_')}": v for k, v in values.items()})
 
 

@@ -4,9 +4,8 @@ Order: cluster-scoped objects (the hugepages MachineConfig or PerformanceProfile
 RBAC, networks (SR-IOV policies, SriovNetworks, macvlan networks), storage; then three readiness
 gates, each a bounded and logged wait: the MachineConfigPool settled (with our hugepages rendered),
 SR-IOV synced on every target node, and every target node's allocatable hugepages and VFs covering
-one pod; then the StatefulSet and its rollout. The pods pull the cssr-init image by digest: when
-init-image-digest is not given, it is asked of the registry first, before anything is written, so
-that every run names the image the same way and a re-run makes no new revision.
+one pod; then the StatefulSet and its rollout. The pods run router-image only (their init container
+waits for the modules build-kmods put on the volume), so no registry is asked anything.
 
 Data safety: a PersistentVolumeClaim is only ever created (POST, which cannot change an existing
 claim), never applied over, deleted or resized; an existing StatefulSet keeps its
@@ -17,19 +16,17 @@ volumeClaimTemplates (immutable on a real API server), so changed storage params
 from __future__ import annotations
 
 import copy
-import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import init_image, manifests, node_power, waits
+from . import manifests, node_power, waits
 from .cluster import Cluster, kind_info
-from .errors import ApiError, ConfigError, Conflict, CssrError, WaitTimeout
+from .errors import ConfigError, Conflict, WaitTimeout
 from .log import Log
 from .manifests import Manifest
 from .params import Reader
-from .registry import ImageRef, Registry
 
 NEEDS_CLUSTER = True
 MCO_API = "machineconfiguration.openshift.io/v1"
@@ -46,10 +43,6 @@ class Params(manifests.Params):
     gate_timeout: float = field(default=1800.0, metadata={"help": "seconds each readiness gate may wait"})
     rollout_timeout: float = field(default=900.0, metadata={"help": "seconds the rollout may take"})
     poll_interval: float = field(default=10.0, metadata={"help": "seconds between two looks at the cluster"})
-    docker_config: str = field(default="", metadata={
-        "help": "docker config.json with a login for init-image's registry (to read its digest)"})
-    tls_verify: bool | str = field(default=True, metadata={
-        "help": "true, false, or the path of a CA bundle, for init-image's registry"})
 
     @classmethod
     def read(cls, read: Reader) -> dict[str, Any]:
@@ -57,9 +50,7 @@ class Params(manifests.Params):
         values.update(gate_timeout=read.seconds("gate-timeout", cls.gate_timeout),
                       rollout_timeout=read.seconds("rollout-timeout", cls.rollout_timeout),
                       poll_interval=read.seconds("poll-interval", cls.poll_interval, minimum=MIN_POLL_INTERVAL,
-                                                 maximum=MAX_POLL_INTERVAL),
-                      docker_config=init_image.read_docker_config(read, read.environ),
-                      tls_verify=read.tls_verify())
+                                                 maximum=MAX_POLL_INTERVAL))
         return values
 
 
@@ -67,11 +58,9 @@ class Params(manifests.Params):
 class Result:
     statefulset_revision: str
     pods: list[str]
-    init_image_digest: str
 
 
 def run(params: Params, *, cluster: Cluster, log: Log) -> Result:
-    params = pin_init_image(params, cluster, log)
     rendered = manifests.render(params)
     log.info(f"rendered {len(rendered)} objects for namespace {params.namespace}: network-mode "
              f"{params.network_mode} on {', '.join(params.pf_names)}, {params.hugepages_count} hugepages of "
@@ -97,35 +86,10 @@ def run(params: Params, *, cluster: Cluster, log: Log) -> Result:
     revision = wait_rollout(params, cluster, log)
     pods = pod_names(params, cluster)
     log.info(f"StatefulSet {params.namespace}/{manifests.STATEFULSET} runs revision {revision}: {', '.join(pods)}")
-    return Result(statefulset_revision=revision, pods=pods, init_image_digest=pinned_digest(params))
+    return Result(statefulset_revision=revision, pods=pods)
 
 
 # -- before any write -----------------------------------------------------------------------------
-
-
-def pin_init_image(params: Params, cluster: Cluster, log: Log) -> Params:
-    """init-image by digest: given, or the digest its tag has in the registry now (a tag can move)."""
-    if pinned_digest(params):
-        return params
-    ref = ImageRef.parse(params.init_image)
-    try:
-        with Registry.for_image(ref, docker_config=params.docker_config, tls_verify=params.tls_verify, log=log,
-                                retry=cluster.retry) as registry:
-            digest = registry.manifest_digest(ref)
-    except CssrError as e:
-        message = (f"{e}; nothing was written (apply-manifests reads the digest of init-image from its registry "
-                   "before it deploys; pass init-image-digest to deploy without asking the registry)")
-        raise (type(e)(message, status=e.status) if isinstance(e, ApiError) else type(e)(message)) from e
-    if digest is None:
-        raise ConfigError(f"could not pin init-image {ref} by digest: registry {ref.registry} has no such tag; "
-                          "build it first (build-init-image), or name an image that exists; nothing was written")
-    log.info(f"init-image {ref} is {digest} in the registry: the pods pull it by digest")
-    return dataclasses.replace(params, init_image_digest=digest)
-
-
-def pinned_digest(params: manifests.Params) -> str:
-    """The digest init-image is pinned to: init-image-digest, or the one init-image holds; "" when neither."""
-    return params.init_image_digest or params.init_image.partition("@")[2]
 
 
 def check_cluster(params: Params, cluster: Cluster, log: Log) -> tuple[list[str], str]:
@@ -145,10 +109,6 @@ def check_cluster(params: Params, cluster: Cluster, log: Log) -> tuple[list[str]
     problems += node_problems(params, targets, pools if pool is not None else [])
     if cluster.get_or_none("v1", "namespaces", manifests.SRIOV_NAMESPACE) is None:
         problems.append(f"namespace {manifests.SRIOV_NAMESPACE} not found: is the SR-IOV Network Operator installed?")
-    if params.images_namespace and params.images_namespace != params.namespace and \
-            cluster.get_or_none("v1", "namespaces", params.images_namespace) is None:
-        problems.append(f"images-namespace {params.images_namespace} not found; name the namespace that holds the "
-                        "images in the internal registry, or leave it empty")
     for namespace, name in params.foreign_networks():
         if cluster.get_or_none(NAD_API, "network-attachment-definitions", name, namespace) is None:
             problems.append(f"networks names {namespace}/{name}, which is neither rendered here ("

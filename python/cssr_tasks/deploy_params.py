@@ -26,7 +26,6 @@ HUGEPAGES = {"2M": ("hugepages-2Mi", Decimal(2 * 2**20)), "1G": ("hugepages-1Gi"
 # openshift.io/<name>, whose name part is a qualified name of at most 63 characters.
 RESOURCE_NAME = r"[a-zA-Z0-9_]{1,63}"
 PF_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}"  # a Linux interface name has at most 15 characters
-DIGEST = r"sha256:[0-9a-f]{64}"
 # registry host[:port], at least one path component, an optional tag and an optional digest
 IMAGE = (r"[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)+"
          r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?")
@@ -77,11 +76,6 @@ class Params:
     router_image: str = _help("quay.io/juniper-128t/128t-5121:5.1.2-1", "the cSSR router image")
     modules: tuple[str, ...] = _help(DEFAULT_MODULES, "DPDK modules the router loads, comma-separated: they "
                                      "follow the router release (igb_uio,rte_kni for 5.1.x)")
-    kmod_builder_image: str = _help("quay.io/juniper-128t/kmod-builder-51:5.1.2-1", "Juniper's kmod-builder image")
-    init_image: str = _help("image-registry.openshift-image-registry.svc:5000/cssr/cssr-init:latest",
-                            "the cssr-init image (build-init-image's image-url)")
-    init_image_digest: str = _help("", "sha256:... digest of init-image; the pods then pull it by digest")
-    images_namespace: str = _help("cssr", "internal-registry namespace of the images; empty: none")
     network_mode: str = _help("macvlan", "macvlan (the PoC: macvlan on VF 0) or sriov (VFs in the pod)")
     networks: tuple[dict[str, Any], ...] = _help((), "Multus JSON list for the pod; empty: every rendered network")
     pf_names: tuple[str, ...] = _help(("ens6f0np0", "ens6f1np1"), "SR-IOV PFs: JSON array or comma list")
@@ -124,12 +118,6 @@ class Params:
             "allow_control_plane": read.boolean("allow-control-plane", cls.allow_control_plane),
             "router_image": image(read, "router-image", cls.router_image),
             "modules": read_modules(read),
-            "kmod_builder_image": image(read, "kmod-builder-image", cls.kmod_builder_image),
-            "init_image": image(read, "init-image", cls.init_image),
-            "init_image_digest": optional(read, "init-image-digest", cls.init_image_digest, DIGEST,
-                                          "sha256: and 64 hex digits, e.g. build-init-image's image-digest"),
-            "images_namespace": optional_name(read, "images-namespace", cls.images_namespace,
-                                              "a namespace name, or empty"),
             "network_mode": read.choice("network-mode", cls.network_mode, ("macvlan", "sriov")),
             "networks": _networks(read),
             "pf_names": pf_names(read, cls.pf_names),
@@ -169,9 +157,6 @@ class Params:
         found += self._network_problems()
         found += self._kernel_arg_problems()
         found += self._hugepages_problems()
-        if self.init_image_digest and "@" in self.init_image:
-            found.append("param init-image already holds a digest; leave init-image-digest empty or give the "
-                         "image without one")
         return found
 
     def _node_problems(self) -> list[str]:
@@ -276,15 +261,6 @@ class Params:
     def hugepages_resource(self) -> str:
         return HUGEPAGES[self.hugepages_size][0]
 
-    def init_image_ref(self) -> str:
-        """The cssr-init image by digest when the digest is known (a tag can move; a digest cannot)."""
-        if not self.init_image_digest:
-            return self.init_image
-        repository = self.init_image
-        if repository.rfind(":") > repository.rfind("/"):
-            repository = repository[: repository.rfind(":")]
-        return f"{repository}@{self.init_image_digest}"
-
     def sriov_resources(self) -> dict[str, tuple[str, ...]]:
         """SR-IOV resource name -> its PFs: one per PF (the PoC), or one for all with resource-name."""
         if self.resource_name:
@@ -336,12 +312,8 @@ class Params:
     def warnings(self) -> list[str]:
         """What is allowed but deserves a line in the log: images that can move under the deployment."""
         found = []
-        if "@" not in self.init_image_ref():
-            found.append(f"init-image {self.init_image} is not pinned by digest; pass init-image-digest "
-                         "(build-init-image's image-digest result)")
-        for name, image in (("router-image", self.router_image), ("kmod-builder-image", self.kmod_builder_image)):
-            if image.endswith(":latest"):
-                found.append(f"{name} {image} uses the moving tag latest; pin a version tag or a digest")
+        if self.router_image.endswith(":latest"):
+            found.append(f"router-image {self.router_image} uses the moving tag latest; pin a version tag or a digest")
         return found
 
 

@@ -4,7 +4,7 @@ One rule, shared by check-init-image (the Pipeline's `when` guard of the build) 
 (which still checks before it builds, so that the Task stays safe on its own): the image exists when
 `<image-repository>:<kernel-set-id>` is in the registry and its labels name exactly this kernel set.
 Task modules never import each other; both import this one. It also reads the params they share
-(docker-config, which apply-manifests reads too, for the digest of the image it deploys).
+(docker-config).
 """
 
 from __future__ import annotations

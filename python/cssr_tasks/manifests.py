@@ -139,13 +139,9 @@ def _rbac(p: Params) -> list[Manifest]:
     scc = skeleton("scc-rolebinding.yaml")
     scc["metadata"]["namespace"] = p.namespace
     scc["subjects"][0]["namespace"] = p.namespace
-    found = [Manifest("rbac", account), Manifest("rbac", scc)]
-    if p.images_namespace and p.images_namespace != p.namespace:
-        puller = skeleton("image-puller-rolebinding.yaml")
-        puller["metadata"].update(name=f"cssr-image-puller-{p.namespace}", namespace=p.images_namespace)
-        puller["subjects"][0]["name"] = f"system:serviceaccounts:{p.namespace}"
-        found.append(Manifest("rbac", puller))
-    return found
+    # No PoC step 4 (system:image-puller on the images namespace): since decision 7 the pods run
+    # router-image only and pull no cssr-init image from the internal registry.
+    return [Manifest("rbac", account), Manifest("rbac", scc)]
 
 
 def _networks_manifests(p: Params) -> list[Manifest]:

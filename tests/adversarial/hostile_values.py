@@ -71,15 +71,13 @@ KERNELS = fmt("list", required=True)
 
 FORMATS: dict[str, Format] = {
     # names
-    "namespace": NAME, "pipeline-namespace": NAME, "images-namespace": NAME, "pool": NAME,
+    "namespace": NAME, "pipeline-namespace": NAME, "pool": NAME,
     "statefulset": NAME, "credentials-secret": NAME, "resource-name": NAME, "state-configmap": NAME,
     "deploy-state-configmap": NAME, "modules-storage-class": NAME, "data-storage-class": NAME,
     "router-name": fmt("str", accepts=("unicode",)), "pipeline-run": NAME,
     "kernel-set-id": fmt("str", required=True),
-    "init-image-digest": fmt("str"),
     # images
-    "image-repository": IMAGE, "base-image": IMAGE, "router-image": IMAGE, "kmod-builder-image": IMAGE,
-    "init-image": IMAGE, "traffic-image": IMAGE,
+    "image-repository": IMAGE, "base-image": IMAGE, "router-image": IMAGE, "traffic-image": IMAGE,
     # paths
     "docker-config": PATH, "context-dir": PATH, "modules-dir": PATH, "builder-root": PATH, "kernel-tree-dir": PATH,
     "signing-secret-dir": PATH, "credentials-dir": PATH, "secret-file": PATH,

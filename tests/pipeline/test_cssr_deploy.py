@@ -129,8 +129,8 @@ def test_the_first_run_builds_and_deploys(demo, first):
     image = first.results("build-cssr-init")
     assert image["built"] == "true"
     assert image["image-url"] == check["image-url"]
-    assert first.outcome.results["init-image-digest"] == image["image-digest"]
-    assert first.results("apply-manifests")["init-image-digest"] == image["image-digest"]  # read from the registry
+    assert first.outcome.results["init-image"] == check["image-url"]
+    assert set(first.results("apply-manifests")) == {"statefulset-revision", "pods"}  # it reads no registry
     assert f"PUT /v2/cssr/cssr-init/manifests/{set_id}" in first.registry_writes
 
     assert json.loads(first.results("build-kmods")["built-kernels"]) == [K416]
@@ -188,7 +188,7 @@ def test_a_second_run_builds_nothing_pushes_nothing_and_changes_nothing(demo, fi
                                  "smoke-test": "Succeeded", "report": "Succeeded", "prune": "Succeeded"}
     assert json.loads(second.results("build-kmods")["built-kernels"]) == []
     assert demo.builds.read_text() == builds
-    assert second.outcome.results["init-image-digest"] == digest
+    assert second.outcome.results["init-image"] == first.outcome.results["init-image"]
     assert "IMAGE_URL" not in second.outcome.results  # no image built: nothing for Tekton Chains to attest
     assert second.outcome.results["statefulset-revision"] == first.outcome.results["statefulset-revision"]
     assert statefulset(demo)["spec"] == sts["spec"]
@@ -218,7 +218,8 @@ def test_a_kernel_added_to_one_node_builds_exactly_that_kernel(demo, first):
     assert third.outcome.task("build-cssr-init").status == "Succeeded"
     image = third.results("build-cssr-init")
     assert (image["built"], image["image-url"]) == ("true", f"{demo.host}/cssr/cssr-init:{set_id}")
-    assert third.outcome.results["init-image-digest"] == image["image-digest"]
+    assert third.outcome.results["init-image"] == image["image-url"]
+    assert third.outcome.results["IMAGE_DIGEST"] == image["image-digest"]
     assert f"PUT /v2/cssr/cssr-init/manifests/{set_id}" in third.registry_writes
     assert json.loads(third.results("build-kmods")["built-kernels"]) == [K417]
     assert demo.builds.read_text().split() == [K416, K417]

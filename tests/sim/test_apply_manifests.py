@@ -2,9 +2,7 @@
 
 The simulated cluster runs the controllers of sim/workloads.py (MachineConfig and SR-IOV operators,
 StatefulSet controller, PVC binding) and rejects what a real API server rejects (immutable
-StatefulSet and PVC fields), so the request log shows what a real cluster would see. Most tests pass
-init-image-digest; without it, the init image's digest is read from a registry (pytest-httpserver)
-before anything is written.
+StatefulSet and PVC fields), so the request log shows what a real cluster would see.
 """
 
 from __future__ import annotations
@@ -16,18 +14,16 @@ import pytest
 
 from cssr_tasks import apply_manifests, manifests
 from cssr_tasks.errors import ApiError, ConfigError, WaitTimeout
-from cssr_tasks.registry import OCI_MANIFEST
 from cssr_tasks.sim import fixtures as fx
 from cssr_tasks.sim import workloads as wl
 
 FAST = {"poll-interval": "0.1", "gate-timeout": "10", "rollout-timeout": "10"}
-PINNED = "sha256:" + "e" * 64  # init-image-digest, so that no registry is asked
 SHORT = {"poll-interval": "0.1", "gate-timeout": "0.3", "rollout-timeout": "0.3"}
 STS = ("apps/v1", "StatefulSet", "cssr", "cssr")
 
 
 def env(**values: str) -> dict[str, str]:
-    values = {**FAST, "init-image-digest": PINNED, **values}
+    values = {**FAST, **values}
     return {f"PARAM_{k.upper().replace('-', '_')}": v for k, v in values.items()}
 
 
@@ -411,12 +407,11 @@ def test_missing_cluster_prerequisites_are_all_named_before_any_write(empty_sim,
 
     cluster = Cluster.at(empty_sim.url, log=log, retry=RetrySettings(attempts=1, wait_initial=0))
     with pytest.raises(ConfigError) as e:
-        apply_manifests.run(params(**{"images-namespace": "images"}), cluster=cluster, log=log)
+        apply_manifests.run(params(), cluster=cluster, log=log)
     message = str(e.value)
     for fragment in ("no node matches node-selector 'node-role.kubernetes.io/worker='",
                      "MachineConfigPool worker not found",
-                     "namespace openshift-sriov-network-operator not found: is the SR-IOV Network Operator installed?",
-                     "images-namespace images not found"):
+                     "namespace openshift-sriov-network-operator not found: is the SR-IOV Network Operator installed?"):
         assert fragment in message
     assert empty_sim.writes() == []
 
@@ -441,7 +436,7 @@ def test_a_compact_cluster_is_refused_naming_the_pool_that_holds_the_nodes(empty
     compact_cluster(empty_sim)
     cluster = Cluster.at(empty_sim.url, log=log, retry=RetrySettings(attempts=1, wait_initial=0))
     with pytest.raises(ConfigError) as e:
-        apply_manifests.run(params(**{"images-namespace": ""}), cluster=cluster, log=log)
+        apply_manifests.run(params(), cluster=cluster, log=log)
     message = str(e.value)
     assert "node-selector selects control-plane nodes (master-0, master-1, master-2)" in message
     assert ("MachineConfigPool worker holds none of the target nodes (master-0, master-1, master-2 in pool master): "
@@ -449,7 +444,7 @@ def test_a_compact_cluster_is_refused_naming_the_pool_that_holds_the_nodes(empty
             "with allow-control-plane=true)") in message
     assert empty_sim.writes() == []
     # the explicit allowance, with the pool that holds the nodes, passes the checks
-    allowed = params(**{"images-namespace": "", "pool": "master", "allow-control-plane": "true"})
+    allowed = params(**{"pool": "master", "allow-control-plane": "true"})
     assert apply_manifests.check_cluster(allowed, cluster, log)[0] == ["master-0", "master-1", "master-2"]
 
 
@@ -486,10 +481,9 @@ def test_an_api_that_stays_down_ends_the_gate_at_its_deadline_with_the_api_error
 def test_cli_writes_every_result(sim, workloads, run_cli, command):
     run = run_cli([command], env(replicas="2"), sim=sim)
     assert run.code == 0, run.err
-    assert set(run.results) == {"statefulset-revision", "pods", "init-image-digest"}
+    assert set(run.results) == {"statefulset-revision", "pods"}
     assert run.results["statefulset-revision"] == sim.get(*STS)["status"]["updateRevision"]
     assert json.loads(run.results["pods"]) == ["cssr-0", "cssr-1"]
-    assert run.results["init-image-digest"] == PINNED
     assert f"[{command}] gate pool-settled: passed" in run.err
 
 
@@ -525,104 +519,27 @@ def test_cli_api_failure_is_one_clear_line(sim, workloads, run_cli):
     assert "Traceback" not in run.err
 
 
-# -- the init image, pinned by the digest its registry serves ---------------------------------------------
+# -- no image registry (DESIGN.md decision 7) ------------------------------------------------------------
 
 
-SET_ID = "abcdef012345"
-SERVED = "sha256:" + "d" * 64
-
-
-def init_image_at(httpserver) -> str:
-    return f"localhost:{httpserver.port}/cssr/cssr-init:{SET_ID}"
-
-
-def serve_digest(httpserver, digest: str = SERVED) -> None:
-    httpserver.expect_request(f"/v2/cssr/cssr-init/manifests/{SET_ID}", method="HEAD").respond_with_data(
-        "", headers={"Docker-Content-Digest": digest, "Content-Type": OCI_MANIFEST})
-
-
-def names_no_init_image(sim) -> bool:
-    """DESIGN.md decision 7: the pod template names no image that depends on the kernel set."""
-    pod = sim.get(*STS)["spec"]["template"]["spec"]
-    images = [c["image"] for c in pod.get("initContainers", []) + pod["containers"]]
-    return not [i for i in images if re.split(r"[:@]", i.rsplit("/", 1)[-1])[0] == "cssr-init"]
-
-
-def test_without_a_digest_the_result_is_the_digest_the_registry_serves(sim, workloads, run_cli, httpserver):
-    """The pipeline passes only the tag: every run reads the same digest, and makes no revision."""
-    serve_digest(httpserver)
-    values = {"init-image": init_image_at(httpserver), "init-image-digest": "", "tls-verify": "false"}
-    first = run_cli(["apply-manifests"], env(**values), sim=sim)
+def test_a_rerun_asks_no_registry_and_names_no_kernel_set_image(sim, workloads, run_cli, httpserver):
+    """The pods run router-image only: apply-manifests reads no digest, so an unreachable registry cannot stop it,
+    and the params the Task dropped (init-image, init-image-digest, docker-config, tls-verify) change nothing."""
+    dropped = {"init-image": f"localhost:{httpserver.port}/cssr/cssr-init:abcdef012345", "init-image-digest": "",
+               "tls-verify": "false", "docker-config": "/nowhere", "images-namespace": "missing"}
+    first = run_cli(["apply-manifests"], env(**dropped), sim=sim)
     assert first.code == 0, first.err
-    assert first.results["init-image-digest"] == SERVED
-    assert names_no_init_image(sim)
-    assert f"init-image {init_image_at(httpserver)} is {SERVED} in the registry" in first.err
-    assert "is not pinned by digest" not in first.err
-    assert [(request.method, request.path) for request, _ in httpserver.log] == [
-        ("HEAD", f"/v2/cssr/cssr-init/manifests/{SET_ID}")]
+    assert set(first.results) == {"statefulset-revision", "pods"}
+    pod = sim.get(*STS)["spec"]["template"]["spec"]
+    assert {c["image"] for c in pod["initContainers"] + pod["containers"]} == {apply_manifests.Params().router_image}
+    assert [b["metadata"]["name"] for b in sim.objects("rbac.authorization.k8s.io/v1", "RoleBinding", "missing")] == []
 
     sim.clear_requests()
-    again = run_cli(["apply-manifests"], env(**values), sim=sim)
+    again = run_cli(["apply-manifests"], env(**dropped), sim=sim)
     assert again.code == 0, again.err
     assert sim.writes() == []
     assert again.results == first.results
-    assert revisions(sim) == [first.results["statefulset-revision"]]
-
-
-def test_a_moved_tag_changes_the_result_and_restarts_no_router_pod(sim, workloads, run_cli, httpserver):
-    values = {"init-image": init_image_at(httpserver), "init-image-digest": "", "tls-verify": "false"}
-    serve_digest(httpserver)
-    first = run_cli(["apply-manifests"], env(**values), sim=sim)
-    httpserver.clear()
-    moved = "sha256:" + "f" * 64  # the kernel set's image was rebuilt and pushed again
-    serve_digest(httpserver, moved)
-    second = run_cli(["apply-manifests"], env(**values), sim=sim)
-    assert (first.code, second.code) == (0, 0), second.err
-    assert (first.results["init-image-digest"], second.results["init-image-digest"]) == (SERVED, moved)
-    assert names_no_init_image(sim)
-    assert revisions(sim) == [first.results["statefulset-revision"]]
-
-
-@pytest.mark.parametrize("values", [
-    {"init-image-digest": PINNED},
-    {"init-image": f"quay.io/example/cssr-init@{PINNED}", "init-image-digest": ""},
-], ids=["digest-param", "digest-in-image"])
-def test_a_given_digest_asks_no_registry(sim, workloads, run_cli, httpserver, values):
-    done = run_cli(["apply-manifests"], env(**{"init-image": init_image_at(httpserver), **values}), sim=sim)
-    assert done.code == 0, done.err
-    assert done.results["init-image-digest"] == PINNED
-    assert names_no_init_image(sim)
     assert httpserver.log == []
+    # a no-change run: 5 LISTs, 15 GETs and 11 server-side applies that change nothing
+    assert len(sim.requests) == 31, [(r.verb, r.resource, r.name) for r in sim.requests]
 
-
-def test_an_unreachable_registry_stops_before_any_request_to_the_cluster(sim, cluster, log, workloads):
-    with pytest.raises(ApiError) as e:
-        run(cluster, log, **{"init-image": f"127.0.0.1:9/cssr/cssr-init:{SET_ID}", "init-image-digest": "",
-                             "tls-verify": "false"})
-    message = str(e.value)
-    assert "cannot reach registry 127.0.0.1:9" in message
-    assert "check the image repository's host and port" in message
-    assert "nothing was written" in message and "pass init-image-digest" in message
-    assert sim.requests == []
-
-
-def test_a_missing_tag_is_a_config_error_naming_the_build(sim, cluster, log, workloads, httpserver):
-    httpserver.expect_request(f"/v2/cssr/cssr-init/manifests/{SET_ID}").respond_with_json(
-        {"errors": [{"code": "MANIFEST_UNKNOWN"}]}, status=404)
-    with pytest.raises(ConfigError) as e:
-        run(cluster, log, **{"init-image": init_image_at(httpserver), "init-image-digest": "", "tls-verify": "false"})
-    assert f"registry localhost:{httpserver.port} has no such tag; build it first (build-init-image)" in str(e.value)
-    assert sim.requests == []
-
-
-def test_cli_registry_failure_is_one_clear_line_and_writes_nothing(sim, workloads, run_cli, httpserver):
-    httpserver.expect_request(f"/v2/cssr/cssr-init/manifests/{SET_ID}").respond_with_data("", status=503)
-    values = {"init-image": init_image_at(httpserver), "init-image-digest": "", "tls-verify": "false"}
-    failed = run_cli(["apply-manifests"], {**env(**values), "CSSR_RETRY_ATTEMPTS": "2"}, sim=sim)
-    assert failed.code == 1
-    errors = [line for line in failed.err.splitlines() if "error:" in line]
-    assert len(errors) == 1, failed.err
-    assert f"registry localhost:{httpserver.port} answered 503 SERVICE UNAVAILABLE" in errors[0]
-    assert "nothing was written" in errors[0]
-    assert failed.results == {}
-    assert sim.writes() == []

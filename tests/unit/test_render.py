@@ -34,11 +34,10 @@ PARAM_SETS = {
     "sriov-per-pf-networks": {
         "network-mode": "sriov", "namespace": "cssr-lab", "replicas": "3",
         "networks": '[{"name": "ens6f0np0-sriovnetwork", "interface": "net1"}, '
-                    '{"name": "ens6f1np1-sriovnetwork", "interface": "net2"}, {"name": "mgmt", "namespace": "infra"}]',
-        "init-image-digest": DIGEST, "images-namespace": "images"},
+                    '{"name": "ens6f1np1-sriovnetwork", "interface": "net2"}, {"name": "mgmt", "namespace": "infra"}]'},
     "no-hugepages-default-storage": {
         "hugepages-method": "none", "modules-storage-class": "", "data-storage-class": "", "node-selector": "cssr=router",
-        "kernel-args": "", "images-namespace": ""},
+        "kernel-args": ""},
 }
 
 
@@ -143,18 +142,14 @@ def test_the_module_list_reaches_the_pods():
     assert {e["name"]: e["value"] for e in init["env"]}["CSSR_MODULES"] == "igb_uio"
 
 
-def test_two_kernel_sets_render_byte_identical_pod_templates():
-    """DESIGN.md decision 7: the kernel set (the cssr-init image and its digest) is not in the pod template, so a
-    pool-updating run makes no new StatefulSet revision and restarts no router pod."""
-    first = params(**{"init-image": "image-registry.openshift-image-registry.svc:5000/cssr/cssr-init:0123456789ab",
-                      "init-image-digest": DIGEST})
-    second = params(**{"init-image": "image-registry.openshift-image-registry.svc:5000/cssr/cssr-init:ba9876543210",
-                       "init-image-digest": "sha256:" + "b" * 64})
-    templates = [manifests.to_yaml(one(manifests.render(p), "StatefulSet")["spec"]["template"])
-                 for p in (first, second)]
-    assert templates[0] == templates[1]
-    assert "cssr/cssr-init" not in templates[0] and DIGEST not in templates[0]
-    assert "kmod-builder" not in templates[0]
+def test_the_pods_run_the_router_image_only():
+    """DESIGN.md decision 7: nothing of the kernel set (no cssr-init image, no kmod-builder) is in the pod template,
+    so a pool-updating run makes no new StatefulSet revision, and the pods pull nothing from the internal registry."""
+    rendered = manifests.render(params(**{"router-image": f"quay.io/juniper-128t/128t-5121@{DIGEST}"}))
+    pod = one(rendered, "StatefulSet")["spec"]["template"]["spec"]
+    assert {c["image"] for c in pod["initContainers"] + pod["containers"]} == {f"quay.io/juniper-128t/128t-5121@{DIGEST}"}
+    text = manifests.to_yaml(pod)
+    assert "cssr-init:" not in text and "kmod-builder" not in text and "image-registry" not in text
 
 
 def test_init_data_copies_only_what_is_missing(default):
@@ -228,21 +223,16 @@ def test_modules_claim_is_the_pocs(default):
                              "storageClassName": "ocs-storagecluster-cephfs", "volumeMode": "Filesystem"}
 
 
-def test_rbac_is_what_oc_adm_policy_creates():
-    default = manifests.render(params(**{"images-namespace": "images"}))
+def test_rbac_is_what_oc_adm_policy_creates(default):
+    """PoC step 3; no step 4 (system:image-puller on an images namespace): the pods pull no internal-registry image."""
     account = one(default, "ServiceAccount")
     assert account["metadata"] == {"name": "privileged", "namespace": "cssr", "labels": manifests.LABELS}
-    scc, puller = by_kind(default, "RoleBinding")
+    [scc] = by_kind(default, "RoleBinding")
     assert scc["metadata"]["name"] == "system:openshift:scc:privileged"
     assert scc["metadata"]["namespace"] == "cssr"
     assert scc["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                               "name": "system:openshift:scc:privileged"}
     assert scc["subjects"] == [{"kind": "ServiceAccount", "name": "privileged", "namespace": "cssr"}]
-    assert puller["metadata"]["namespace"] == "images"
-    assert puller["metadata"]["name"] == "cssr-image-puller-cssr"  # never oc's shared system:image-puller
-    assert puller["roleRef"]["name"] == "system:image-puller"
-    assert puller["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
-                                   "name": "system:serviceaccounts:cssr"}]
 
 
 def test_namespace_allows_privileged_pods(default):
@@ -312,9 +302,8 @@ def test_sriov_mode_requests_one_vf_per_attachment():
         "name": "mgmt", "namespace": "infra"}
     assert sts["spec"]["template"]["spec"]["initContainers"][0]["image"] == router["image"]  # not the kernel set's
     assert sts["spec"]["replicas"] == 3
-    [puller] = [b for b in by_kind(rendered, "RoleBinding") if b["roleRef"]["name"] == "system:image-puller"]
-    assert puller["metadata"]["namespace"] == "images"
-    assert puller["subjects"][0]["name"] == "system:serviceaccounts:cssr-lab"
+    assert [(b["metadata"]["namespace"], b["roleRef"]["name"]) for b in by_kind(rendered, "RoleBinding")] == [
+        ("cssr-lab", "system:openshift:scc:privileged")]
 
 
 def test_shared_resource_and_performance_profile():
@@ -345,30 +334,12 @@ def test_no_hugepages_config_and_default_storage_classes():
     sts = one(rendered, "StatefulSet")
     assert "storageClassName" not in sts["spec"]["volumeClaimTemplates"][0]["spec"]
     assert sts["spec"]["template"]["spec"]["nodeSelector"] == {"cssr": "router"}
-    assert len(by_kind(rendered, "RoleBinding")) == 1  # no image-puller binding without an images namespace
 
 
-def test_images_in_the_routers_namespace_need_no_puller_binding():
-    rendered = manifests.render(params(**{"images-namespace": "cssr"}))
-    assert [b["metadata"]["name"] for b in by_kind(rendered, "RoleBinding")] == ["system:openshift:scc:privileged"]
-
-
-@pytest.mark.parametrize(("image", "expected"), [
-    ("registry:5000/ns/cssr-init:abc", f"registry:5000/ns/cssr-init@{DIGEST}"),
-    ("registry:5000/ns/cssr-init", f"registry:5000/ns/cssr-init@{DIGEST}"),
-    ("quay.io/org/cssr-init:v1.2", f"quay.io/org/cssr-init@{DIGEST}"),
-], ids=["port-and-tag", "port-no-tag", "tag"])
-def test_init_image_by_digest(image, expected):
-    assert params(**{"init-image": image, "init-image-digest": DIGEST}).init_image_ref() == expected
-
-
-def test_warnings_name_unpinned_images():
-    warnings = params(**{"router-image": "quay.io/juniper-128t/128t-5121:latest"}).warnings()
-    assert any("init-image" in w and "init-image-digest" in w for w in warnings)
-    assert any("router-image" in w and "latest" in w for w in warnings)
-    pinned = params(**{"init-image-digest": DIGEST, "router-image": "quay.io/juniper-128t/128t-5121:5.1.2",
-                       "kmod-builder-image": "quay.io/juniper-128t/kmod-builder-51:5.1"})
-    assert pinned.warnings() == []
+def test_warnings_name_a_moving_router_image():
+    [warning] = params(**{"router-image": "quay.io/juniper-128t/128t-5121:latest"}).warnings()
+    assert "router-image" in warning and "latest" in warning
+    assert params(**{"router-image": "quay.io/juniper-128t/128t-5121:5.1.2"}).warnings() == []
 
 
 def test_task_defaults_are_the_params_defaults():
@@ -392,9 +363,6 @@ INVALID = [
                                          "nodeSelector"),
     ({"node-selector": "a b c"}, "param node-selector: label selector 'a b c' is not valid"),
     ({"router-image": "ubi8"}, "param router-image='ubi8' is not valid; a fully qualified image reference"),
-    ({"init-image-digest": "sha256:1234"}, "param init-image-digest='sha256:1234' is not valid"),
-    ({"init-image": f"quay.io/o/i@{DIGEST}", "init-image-digest": DIGEST}, "init-image already holds a digest"),
-    ({"images-namespace": "Images"}, "param images-namespace='Images' is not valid"),
     ({"network-mode": "ipvlan"}, "param network-mode='ipvlan' must be one of macvlan, sriov"),
     ({"networks": "[{name: x}]"}, "param networks is not valid JSON"),
     ({"networks": '{"name": "x"}'}, "param networks must be a JSON list, got dict"),
@@ -449,9 +417,8 @@ INVALID = [
     ({"allow-kernel-args": "a" * 300}, "is not a kernel argument name"),
     ({"cpu-reserved": "\u0663"}, "param cpu-reserved='\u0663' is not valid; a cpuset"),
     ({"router-image": "quay.io/" + "a" * 300 + ":1"}, "param router-image: image reference 'quay.io/aaa"),
-    ({"init-image": "quay.io/o/i:1 x"}, "param init-image: image reference 'quay.io/o/i:1 x' is not valid"),
+    ({"router-image": "quay.io/o/i:1 x"}, "param router-image: image reference 'quay.io/o/i:1 x' is not valid"),
     ({"modules-storage-class": "a..b"}, "param modules-storage-class='a..b' is not valid: a DNS-1123 subdomain"),
-    ({"images-namespace": "a" * 64}, "param images-namespace='aaaa"),
     ({"resource-name": "a" * 64}, "param resource-name='aaaa"),
     ({"pf-names": "a" * 300}, "param pf-names: 'aaaa"),
     ({"node-selector": "a; touch /tmp/x"}, "param node-selector: label selector 'a; touch /tmp/x' is not valid"),
@@ -461,7 +428,7 @@ INVALID = [
 
 @pytest.mark.parametrize(("env", "message"), INVALID, ids=[
     "namespace-case", "namespace-long", "namespace-reserved", "replicas-zero", "replicas-word", "selector-set",
-    "selector-syntax", "image-unqualified", "digest-short", "digest-twice", "images-namespace", "network-mode",
+    "selector-syntax", "image-unqualified", "network-mode",
     "networks-json", "networks-dict", "networks-string", "networks-name", "networks-namespace", "pf-empty",
     "pf-blank",
     "pf-range", "pf-twice", "pf-resource", "pf-json", "vfs-zero", "vfs-macvlan", "resource-name", "device-type",
@@ -471,7 +438,7 @@ INVALID = [
     "replicas-float", "replicas-huge", "vfs-huge", "selector-empty", "selector-blank", "pool-master", "pool-arbiter",
     "selector-control-plane", "kernel-args-unlisted", "hugepages-count-huge", "allow-kernel-args-value",
     "allow-control-plane-word", "allow-kernel-args-dash", "allow-kernel-args-long", "cpuset-digits",
-    "image-long", "image-space", "storage-class-dots", "images-namespace-long", "resource-name-long", "pf-long",
+    "image-long", "image-space", "storage-class-dots", "resource-name-long", "pf-long",
     "selector-shell", "selector-key-long"])
 def test_each_invalid_param_gives_its_error(env, message):
     with pytest.raises(ConfigError) as e:
@@ -480,11 +447,11 @@ def test_each_invalid_param_gives_its_error(env, message):
 
 
 def test_empty_means_the_default_or_what_the_task_says_it_means():
-    """An empty pf-names is the default, as for every param; the Task gives an empty kernel-args,
-    images-namespace and storage class their own meaning (none, the cluster's default class)."""
+    """An empty pf-names is the default, as for every param; the Task gives an empty kernel-args
+    and storage class their own meaning (none, the cluster's default class)."""
     assert params(**{"pf-names": ""}).pf_names == Params().pf_names
-    empty = params(**{"kernel-args": "", "images-namespace": "", "modules-storage-class": ""})
-    assert (empty.kernel_args, empty.images_namespace, empty.modules_storage_class) == ((), "", "")
+    empty = params(**{"kernel-args": "", "modules-storage-class": ""})
+    assert (empty.kernel_args, empty.modules_storage_class) == ((), "")
 
 
 def test_the_hostile_machineconfig_of_the_hardening_issue_is_refused_as_a_whole():
