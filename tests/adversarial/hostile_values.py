@@ -124,7 +124,7 @@ REQUIRED_BY: dict[str, set[str]] = {"report": {"pipeline-run", "namespace"}, "ve
 # description says so; the commands' own tests show it): "none", "the cluster's default class",
 # "skip the check". Their empty case may be accepted as something other than the default.
 EMPTY_MEANS: dict[str, set[str]] = {
-    command: {"images-namespace", "kernel-args", "modules-storage-class", "data-storage-class"}
+    command: {"kernel-args", "modules-storage-class", "data-storage-class"}
     for command in ("render", "apply-manifests")} | {"preflight": {"image-repository"}}
 
 

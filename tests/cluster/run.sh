@@ -170,14 +170,14 @@ start_and_wait() {
 # -- 4. check -------------------------------------------------------------------------------------------------
 
 check_outcome() {
-  local set_id digest revision replicas ready recorded kernels selector kernel registry
+  local set_id image revision replicas ready recorded kernels selector kernel registry
   set_id=$(result kernel-set-id)
-  digest=$(result init-image-digest)
+  image=$(result init-image)
   revision=$(result statefulset-revision)
   [[ $set_id =~ ^[0-9a-f]{12}$ ]] || fail "result kernel-set-id is '$set_id', not 12 hex digits"
-  [[ $digest =~ ^sha256:[0-9a-f]{64}$ ]] || fail "result init-image-digest is '$digest', not a sha256 digest"
+  [[ $image == */cssr-init:"$set_id" ]] || fail "result init-image is '$image', not the cssr-init image of kernel set $set_id"
   [ -n "$revision" ] || fail "result statefulset-revision is empty"
-  log "results: kernel-set-id $set_id, init-image-digest $digest, statefulset-revision $revision"
+  log "results: kernel-set-id $set_id, init-image $image, statefulset-revision $revision"
 
   ns rollout status statefulset/cssr --timeout=120s >/dev/null || fail "StatefulSet cssr is not rolled out"
   replicas=$(ns get statefulset cssr -o jsonpath='{.spec.replicas}')
