@@ -103,7 +103,7 @@ def test_cross_reference_gate_fails_on_a_broken_task(broken_copy, edit, expected
 
 @pytest.mark.parametrize("tool", ["ruff", "mypy"])
 def test_python_gate_passes_on_the_repository(tool):
-    args = {"ruff": [str(BIN / "ruff"), "check", "--no-cache", "python", "tests", "bench"],
+    args = {"ruff": [str(BIN / "ruff"), "check", "--no-cache", "python", "tests", "bench", "e2e"],
             "mypy": [str(BIN / "mypy")]}[tool]
     run = subprocess.run(args, capture_output=True, text=True, check=False, cwd=REPO)
     assert run.returncode == 0, run.stdout + run.stderr
