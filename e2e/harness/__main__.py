@@ -3,7 +3,7 @@
 e2e   build what is stale, start what is not running healthy, install the CRDs, run e2e/tests,
       write out/e2e/report.json, then stop the cluster unless E2E_KEEP=1;
 up    the same without tests, leaving the cluster running;
-build build every binary: Stage A's and Stage B's Tekton controller and webhook;
+build build every binary: Stage A's and Stage B's (Tekton controller and webhook, tkn);
 test  the tests only, against the running cluster;
 down  stop every recorded process.
 """

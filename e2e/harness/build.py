@@ -41,10 +41,11 @@ COMPONENTS = (
     Component("kubectl", "kubernetes", "k8s.io/kubernetes/cmd/kubectl"),
     Component("tekton-controller", "tekton", "github.com/tektoncd/pipeline/cmd/controller"),
     Component("tekton-webhook", "tekton", "github.com/tektoncd/pipeline/cmd/webhook"),
+    Component("tkn", "tkn", "github.com/tektoncd/cli/cmd/tkn"),
 )
 
 STAGE_A = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
-STAGE_B = ("tekton-controller", "tekton-webhook")
+STAGE_B = ("tekton-controller", "tekton-webhook", "tkn")
 
 
 class BuildError(RuntimeError):
@@ -91,6 +92,10 @@ def ldflags(component: Component, env: dict[str, str]) -> str:
             flags += [f"-X {pkg}.gitVersion={version}", f"-X {pkg}.gitMajor={major}",
                       f"-X {pkg}.gitMinor={minor}", f"-X {pkg}.gitTreeState=archive",
                       f"-X {pkg}.buildDate={date}"]
+    if component.module == "tkn":
+        # As tektoncd/cli's Makefile and .goreleaser.yml stamp it: `tkn version` shows the release.
+        version = pinned_version(component.module_dir, "github.com/tektoncd/cli")
+        flags.append(f"-X github.com/tektoncd/cli/pkg/cmd/version.clientVersion={version.lstrip('v')}")
     return " ".join(flags)
 
 

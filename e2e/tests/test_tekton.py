@@ -3,21 +3,24 @@ host processes with their own ServiceAccount tokens) judge the suite on the real
 
 The suite is installed as the README tells users (`oc apply -k .`), through an overlay into a
 namespace of the test's own; the real admission webhook accepts every Task and the Pipeline and
-refuses a broken Task; the controller picks up a TaskRun. No pod runs before Stage C (no kubelet).
+refuses a broken Task; the controller picks up a TaskRun; the real `tkn` CLI starts a run of
+the Pipeline with README.md's flags. No pod runs before Stage C (no kubelet).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from e2e.harness import tekton
-from e2e.harness.layout import TEKTON_WEBHOOK_PORT, Layout
+from e2e.harness import build, tekton
+from e2e.harness.layout import E2E, TEKTON_WEBHOOK_PORT, Layout
 from e2e.harness.processes import Processes
 
 from cssr_tasks.cluster import Cluster
@@ -163,3 +166,71 @@ def test_the_webhook_converts_a_task_between_versions(kubectl: Any, namespace: s
     read = json.loads(kubectl("get", "tasks.v1beta1.tekton.dev", "broken", "-n", namespace, "-o", "json").stdout)
     assert read["apiVersion"] == "tekton.dev/v1beta1"
     assert read["spec"]["steps"][0]["script"] == "echo $(params.declared)"
+
+
+def tkn(layout: Layout, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real `tkn` CLI (tektoncd/cli, built from build/tkn/go.mod) with the admin kubeconfig."""
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(layout.cache), "KUBECONFIG": str(layout.admin_kubeconfig)}
+    try:
+        return subprocess.run([str(layout.binary("tkn")), *args], capture_output=True, text=True, env=env,
+                              timeout=60, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"tkn {' '.join(args)} did not exit within 60 s: {exc.stdout!r} {exc.stderr!r}") from exc
+
+
+def test_tkn_version_is_the_pinned_client(layout: Layout) -> None:
+    pinned = build.pinned_version(E2E / "build" / "tkn", "github.com/tektoncd/cli")
+    shown = tkn(layout, "version", "--component", "client")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == pinned.lstrip("v")
+
+
+def test_tkn_pipeline_start_as_the_readme_says_starts_a_run(
+        layout: Layout, kubectl: Any, admin: Cluster, namespace: str, tmp_path: Path) -> None:
+    install(kubectl, namespace, tmp_path)
+    # README.md "Run it", without --showlog: no pod runs before Stage C, so there is no log to follow.
+    started = tkn(layout, "pipeline", "start", "cssr-deploy", "-n", namespace, "-s", "cssr-deploy",
+                  "--use-param-defaults", "-w", "name=modules,claimName=modules",
+                  "-w", f"name=build-context,volumeClaimTemplateFile={ROOT / 'tests/cluster/build-context.yaml'}")
+    assert started.returncode == 0, f"tkn exited {started.returncode}: {started.stderr.strip()}"
+    match = re.search(r"^PipelineRun started: (\S+)$", started.stdout, re.MULTILINE)
+    assert match, f"tkn printed no PipelineRun name: {started.stdout!r}"
+    name = match.group(1)
+
+    run = admin.get("tekton.dev/v1", "pipelineruns", name, namespace)
+    pipeline = admin.get("tekton.dev/v1", "pipelines", "cssr-deploy", namespace)
+    defaults = {p["name"]: p["default"] for p in pipeline["spec"]["params"] if "default" in p}
+    # Every param has a default (settings.yaml): tkn prompts for none and leaves them to the Pipeline.
+    assert [p["name"] for p in pipeline["spec"]["params"] if "default" not in p] == []
+    assert run["spec"].get("params") in (None, [])
+    assert run["spec"]["pipelineRef"]["name"] == "cssr-deploy"
+    assert run["spec"]["taskRunTemplate"]["serviceAccountName"] == "cssr-deploy"
+    workspaces = {w["name"]: w for w in run["spec"]["workspaces"]}
+    assert workspaces["modules"]["persistentVolumeClaim"]["claimName"] == "modules"
+    assert workspaces["build-context"]["volumeClaimTemplate"]["spec"]["resources"]["requests"]["storage"] == "1Gi"
+
+    # The real controller accepted the run (a validation failure sets Succeeded=False at once) and
+    # made the first TaskRun, preflight, and its pod (Pending: there is no kubelet before Stage C).
+    def preflight() -> dict[str, Any] | None:
+        current = admin.get("tekton.dev/v1", "pipelineruns", name, namespace)
+        conditions = (current.get("status") or {}).get("conditions") or []
+        assert not any(c.get("status") == "False" for c in conditions), f"the controller failed the run: {conditions}"
+        runs = admin.request("GET", f"/apis/tekton.dev/v1/namespaces/{namespace}/taskruns",
+                             query={"labelSelector": f"tekton.dev/pipelineRun={name}"}, what="the run's TaskRuns")
+        made = [r for r in runs["items"] if (r.get("status") or {}).get("podName")]
+        return {"run": current, "taskruns": made} if made else None
+
+    found = wait_for(f"the TaskRun of preflight with a pod for PipelineRun {name}", preflight)
+    [condition] = found["run"]["status"]["conditions"]
+    assert (condition["type"], condition["status"]) == ("Succeeded", "Unknown")
+    assert condition["reason"] in ("Running", "Started"), condition
+    # The run's resolved spec, as the controller stores it, carries the settings as its params.
+    resolved = found["run"]["status"]["pipelineSpec"]["params"]
+    assert {p["name"]: p.get("default") for p in resolved} == defaults
+    [taskrun] = found["taskruns"]
+    assert taskrun["metadata"]["labels"]["tekton.dev/pipelineTask"] == "preflight"
+    assert taskrun["spec"]["serviceAccountName"] == "cssr-deploy"
+    pod = admin.get("v1", "pods", taskrun["status"]["podName"], namespace)
+    assert pod["metadata"]["labels"]["tekton.dev/pipelineRun"] == name
+    assert pod["spec"]["serviceAccountName"] == "cssr-deploy"
+    assert pod["status"]["phase"] == "Pending"
