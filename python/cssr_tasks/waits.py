@@ -43,11 +43,6 @@ class NotYet(Exception):
         self.what, self.reason, self.hint = what, reason, hint
 
 
-def is_transient(error: BaseException) -> bool:
-    """What the suite's retry policy retries: connection errors, timeouts, 429 and 5xx."""
-    return is_retryable(error)
-
-
 def wait_until(check: Callable[[], T], *, clock: Clock, interval: float, log: Log,
                sleep: Callable[[float], None] = time.sleep) -> T:
     """Call `check` every `interval` seconds until it returns, riding out transient API errors.
@@ -62,7 +57,7 @@ def wait_until(check: Callable[[], T], *, clock: Clock, interval: float, log: Lo
             last: NotYet | CssrError = e
             progress = str(e)
         except CssrError as e:
-            if not is_transient(e):
+            if not is_retryable(e):  # what the suite's retry policy retries: no connection, 429, 5xx
                 raise
             last, progress = e, f"transient API error, still waiting: {e}"
         if clock.remaining() <= 0:

@@ -19,7 +19,6 @@ docs/tasks/watch-pools.md describes the contract.
 from __future__ import annotations
 
 import json
-import math
 import re
 import signal
 import threading
@@ -31,7 +30,7 @@ from typing import Any
 import requests
 
 from . import results
-from .cluster import Cluster, RetrySettings, error_for, retrying
+from .cluster import Cluster, RetrySettings, error_for, retry_after_seconds, retrying
 from .errors import ApiError, ConfigError, CssrError, one_line
 from .log import Log
 from .pool_events import Event
@@ -113,7 +112,7 @@ class EventListener:
                                "never sent across a redirect: set eventlistener-url to the EventListener itself",
                                status=response.status_code)
             if response.status_code != 202:
-                retry_after = _seconds(response.headers.get("Retry-After"))
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
                 hint = "; check the secret and the EventListener" if response.status_code < 500 else ""
                 raise error_for(response.status_code, f"could not {what}: {response.status_code} "
                                                       f"{response.text[:200]}{hint}", retry_after)
@@ -124,14 +123,6 @@ class EventListener:
 
     def close(self) -> None:
         self.session.close()
-
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        seconds = float(value) if value else None
-    except ValueError:
-        return None
-    return seconds if seconds is not None and math.isfinite(seconds) and seconds >= 0 else None
 
 
 # -- command line ---------------------------------------------------------------------------
