@@ -34,7 +34,7 @@ image_root=${CSSR_IMAGE_ROOT:-}
 stale_seconds=${CSSR_STALE_SECONDS:-3600}
 mark=.cssr-init-complete
 host=$(uname -n)
-attempts=5
+attempts=20
 
 say() { echo "cssr-init: $*"; }
 fail() { echo "cssr-init: $*" >&2; exit 1; }
@@ -115,9 +115,10 @@ install_tree() {
   while [ "$try" -lt "$attempts" ]; do
     try=$((try + 1))
     if [ -e "$dest/$mark" ]; then
-      # built modules we carried go with the copy that landed
-      if [ -d "$tmp/dpdk" ] && [ ! -e "$dest/dpdk" ]; then
-        mv "$tmp/dpdk" "$dest/dpdk" 2>/dev/null || true
+      # built modules we carried go with the copy that landed; should that copy be away at this
+      # instant (another run is looking at it, aside), look again rather than drop them
+      if [ -d "$tmp/dpdk" ] && [ ! -e "$dest/dpdk" ] && ! mv -T "$tmp/dpdk" "$dest/dpdk" 2>/dev/null; then
+        continue
       fi
       rm -rf "$tmp"
       say "$dest was copied by another run meanwhile; kept"
