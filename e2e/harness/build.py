@@ -42,10 +42,16 @@ COMPONENTS = (
     Component("tekton-controller", "tekton", "github.com/tektoncd/pipeline/cmd/controller"),
     Component("tekton-webhook", "tekton", "github.com/tektoncd/pipeline/cmd/webhook"),
     Component("tkn", "tkn", "github.com/tektoncd/cli/cmd/tkn"),
+    # What Tekton's TaskRun pods are made of (Stage C puts each FROM scratch into an image).
+    Component("tekton-entrypoint", "tekton", "github.com/tektoncd/pipeline/cmd/entrypoint"),
+    Component("tekton-nop", "tekton", "github.com/tektoncd/pipeline/cmd/nop"),
+    Component("tekton-sidecarlogresults", "tekton", "github.com/tektoncd/pipeline/cmd/sidecarlogresults"),
+    Component("tekton-workingdirinit", "tekton", "github.com/tektoncd/pipeline/cmd/workingdirinit"),
 )
 
 STAGE_A = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 STAGE_B = ("tekton-controller", "tekton-webhook", "tkn")
+TEKTON_IMAGES = ("tekton-entrypoint", "tekton-nop", "tekton-sidecarlogresults", "tekton-workingdirinit")
 
 
 class BuildError(RuntimeError):

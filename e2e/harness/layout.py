@@ -31,6 +31,8 @@ TEKTON_WEBHOOK_PROFILING_PORT = 28008
 TEKTON_CONTROLLER_PROBES_PORT = 28081
 TEKTON_CONTROLLER_METRICS_PORT = 29091
 TEKTON_CONTROLLER_PROFILING_PORT = 28009
+# Stage C: the local registry the node pulls Tekton's, the suite's and the stand-in images from.
+REGISTRY_PORT = 25000
 SERVICE_CIDR = "10.96.0.0/24"
 FIRST_SERVICE_IP = "10.96.0.1"
 
@@ -82,6 +84,15 @@ class Layout:
     @property
     def report(self) -> Path:
         return self.out / "report.json"
+
+    @property
+    def images(self) -> Path:
+        """Stage C's image builds: the buildah store, the Debian rootfs, downloaded .debs, build keys."""
+        return self.cache / "images"
+
+    @property
+    def registry_root(self) -> Path:
+        return self.cache / "registry"
 
     def binary(self, name: str) -> Path:
         return self.bin / name

@@ -24,15 +24,20 @@ def stages() -> list[list[str]]:
     for line in INSTRUCTIONS:
         if line.split(None, 1)[0].upper() == "FROM":
             found.append([])
-        found[-1].append(line)
+        if found:  # the ARGs before the first FROM belong to no stage
+            found[-1].append(line)
     return found
 
 
 def test_every_base_image_is_pinned_by_digest():
     bases = instructions("FROM")
     assert len(bases) == 2, "a build stage and a runtime stage"
+    # A base named by a build argument (e2e/ builds FROM Debian) must default to a pinned UBI.
+    defaults = dict(arg.split("=", 1) for arg in instructions("ARG") if "=" in arg)
     for base in bases:
         image = base.split()[0]
+        image = defaults.get(image.removeprefix("${").removesuffix("}"), image)
+        assert "ubi9" in image, image
         assert re.fullmatch(r"[a-z0-9.-]+(/[a-z0-9._-]+)+(:[\w.-]+)?@sha256:[0-9a-f]{64}", image), image
         assert ":latest" not in image
 

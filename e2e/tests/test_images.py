@@ -1,0 +1,167 @@
+"""Stage C's images, read back from the local registry the node pulls from (no node needed).
+
+Tekton's images must hold a static binary where Tekton v1.15.0's pod builder runs it
+(pkg/pod/pod.go, workingdir_init.go); the shell image must run the place-scripts init container's
+script (pkg/pod/script.go) with the entrypoint the prepare container copies; the tasks image must
+run `cssr-tasks`; and a second build must build and push nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import io
+import json
+import struct
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from e2e.harness import image_build, images, registry, tasks_image, tekton  # noqa: E402
+from e2e.harness.layout import Layout  # noqa: E402
+
+TEKTON_BINARIES = ("entrypoint", "nop", "sidecarlogresults", "workingdirinit")
+PT_INTERP = 3
+
+
+@pytest.fixture(scope="session")
+def layout() -> Layout:
+    ok, answer = registry.probe()
+    if not ok:
+        pytest.fail(f"no registry at http://{registry.ADDRESS}/v2/ ({answer[:200]}); start it with `make e2e` "
+                    "or `python -m e2e.harness up`", pytrace=False)
+    return Layout()
+
+
+def config_of(ref: str) -> dict[str, Any]:
+    repository, tag = image_build.split(ref)
+    document = registry.image_config(repository, tag)
+    assert document is not None, f"{ref} is not in the registry"
+    return document
+
+
+def layer_file(ref: str, path: str) -> tuple[tarfile.TarInfo, bytes] | None:
+    """The entry at `path` of the image's layers (from the last layer that has it), and its bytes."""
+    repository, tag = image_build.split(ref)
+    found = registry.manifest(repository, tag)
+    assert found is not None, f"{ref} is not in the registry"
+    member = None
+    for layer in found[1]["layers"]:
+        raw = registry.blob(repository, layer["digest"])
+        data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+        with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+            for entry in archive.getmembers():
+                if entry.name.lstrip("./") == path.lstrip("/"):
+                    extracted = archive.extractfile(entry)
+                    member = (entry, extracted.read() if extracted else b"")
+    return member
+
+
+def program_header_types(elf: bytes) -> list[int]:
+    """The p_type of each program header of a 64-bit little-endian ELF."""
+    assert elf[:4] == b"\x7fELF", "not an ELF file"
+    assert elf[4] == 2 and elf[5] == 1, "not a 64-bit little-endian ELF"
+    phoff, = struct.unpack_from("<Q", elf, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
+    return [struct.unpack_from("<I", elf, phoff + i * phentsize)[0] for i in range(phnum)]
+
+
+@pytest.mark.parametrize("name", TEKTON_BINARIES)
+def test_tekton_image_runs_a_static_binary_where_the_pod_builder_looks(layout: Layout, name: str) -> None:
+    ref = images.tekton_ref(name)
+    entrypoint = config_of(ref)["config"]["Entrypoint"]
+    assert entrypoint == [f"/ko-app/{name}"], entrypoint
+    found = layer_file(ref, entrypoint[0])
+    assert found is not None and found[0].isfile(), f"{ref} has no file {entrypoint[0]}"
+    assert found[0].mode & 0o111, f"{entrypoint[0]} in {ref} is not executable"
+    types = program_header_types(found[1])
+    assert types, "no program headers"
+    assert PT_INTERP not in types, f"{entrypoint[0]} in {ref} is dynamically linked"
+
+
+def test_every_image_the_controller_names_is_served_but_the_windows_shell(layout: Layout) -> None:
+    argv, _ = tekton.commands(layout)["tekton-controller"]
+    named = dict(flag.split("=", 1) for flag in argv if flag.split("=", 1)[0].endswith("-image")
+                 or flag.startswith("-shell-image-win="))
+    assert set(named) == {f"-{n}-image" for n in (*TEKTON_BINARIES, "shell")} | {"-shell-image-win"}
+    for flag, ref in named.items():
+        found = registry.manifest(*image_build.split(ref))
+        if flag == "-shell-image-win":
+            assert found is None, "shell-win is a name only: no Windows node pulls it here"
+        else:
+            assert found is not None, f"{flag}={ref} is not in the registry"
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """A buildah store of the test's own: images come from the registry, not the harness's store."""
+    root = tmp_path_factory.mktemp("buildah")
+    base = ["buildah", "--root", str(root / "root"), "--runroot", str(root / "run"), "--storage-driver", "vfs"]
+    yield base
+    subprocess.run([*base, "rm", "--all"], capture_output=True, check=False)
+    subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+def run(store: list[str], ref: str, argv: list[str], *volumes: str) -> subprocess.CompletedProcess[str]:
+    container = subprocess.run([*store, "from", "--tls-verify=false", ref], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    mounts = [arg for volume in volumes for arg in ("--volume", volume)]
+    return subprocess.run([*store, "run", "--isolation", "chroot", *mounts, container, "--", *argv],
+                          capture_output=True, text=True, check=False, timeout=120)
+
+
+def test_shell_image_places_a_script_as_tektons_place_scripts_does(layout: Layout, store: list[str],
+                                                                  tmp_path: Path) -> None:
+    """prepare (entrypoint image) copies the entrypoint into /tekton/bin; place-scripts (shell image)
+    writes the base64 script with the heredoc shape of pkg/pod/script.go and decodes it with it."""
+    tekton_bin, scripts, steps = (tmp_path / d for d in ("bin", "scripts", "steps"))
+    for folder in (tekton_bin, scripts, steps):
+        folder.mkdir()
+    prepare = run(store, images.tekton_ref("entrypoint"),
+                  ["/ko-app/entrypoint", "init", "/ko-app/entrypoint", "/tekton/bin/entrypoint", "step-one"],
+                  f"{tekton_bin}:/tekton/bin", f"{steps}:/tekton/steps")
+    assert prepare.returncode == 0, prepare.stderr
+    assert (tekton_bin / "entrypoint").stat().st_mode & 0o111
+    script = "#!/bin/sh\necho placed $((6 * 7))\n"
+    encoded = base64.b64encode(script.encode()).decode()
+    place = (f'scriptfile="/tekton/scripts/script-0-abcde"\ntouch ${{scriptfile}} && chmod +x ${{scriptfile}}\n'
+             f"cat > ${{scriptfile}} << '_EOF_'\n{encoded}\n_EOF_\n"
+             '/tekton/bin/entrypoint decode-script "${scriptfile}"\n')
+    placed = run(store, images.tekton_ref("shell"), ["sh", "-c", place],
+                 f"{tekton_bin}:/tekton/bin", f"{scripts}:/tekton/scripts")
+    assert placed.returncode == 0, placed.stderr
+    assert (scripts / "script-0-abcde").read_text() == script
+    ran = run(store, images.tekton_ref("shell"), ["/tekton/scripts/script-0-abcde"], f"{scripts}:/tekton/scripts")
+    assert ran.stdout.strip() == "placed 42", ran.stderr
+
+
+def test_tasks_image_runs_cssr_tasks(layout: Layout, store: list[str]) -> None:
+    ref = tasks_image.tasks_ref()
+    config = config_of(ref)["config"]
+    assert config["Entrypoint"] == ["cssr-tasks"] and config["User"] == "1001"
+    helped = run(store, ref, ["cssr-tasks", "--help"])
+    assert helped.returncode == 0, helped.stderr
+    for task in ("detect-kernel", "build-kmods", "apply-manifests"):
+        assert task in helped.stdout + helped.stderr, f"`cssr-tasks --help` in {ref} does not list {task}"
+    python = run(store, ref, ["python", "-c", "import sys, kubernetes; print(sys.version_info[:2])"])
+    assert python.stdout.strip() == "(3, 11)", python.stderr
+
+
+def test_a_second_build_builds_and_pushes_nothing(layout: Layout) -> None:
+    before = {ref: registry.manifest(*image_build.split(ref)) for ref in
+              [*(images.tekton_ref(n) for n in (*TEKTON_BINARIES, "shell")), tasks_image.tasks_ref()]}
+    again = images.up(layout)
+    built = [name for name, step in again.items() if name != "registry" and (step["built"] or step["pushed"])]
+    assert built == [], f"a second build made or pushed {built}"
+    assert again["registry"]["reused"], "the registry was restarted"
+    after = {ref: registry.manifest(*image_build.split(ref)) for ref in before}
+    assert {r: (f[0] if f else None) for r, f in after.items()} == {r: (f[0] if f else None) for r, f in before.items()}
+    assert json.dumps(after, sort_keys=True) == json.dumps(before, sort_keys=True)
