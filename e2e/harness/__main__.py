@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from . import build, control_plane, crds, report, tekton
+from . import build, control_plane, crds, images, registry, report, tekton
 from .layout import Layout
 from .log import say
 
@@ -32,6 +32,8 @@ def up(layout: Layout, rep: report.Report) -> None:
         step.update(build.build(layout, build.STAGE_B))
     with rep.step("B", "tekton") as step:
         step.update(tekton.up(layout, restart=restarted))
+    with rep.step("C", "images") as step:
+        step.update(images.up(layout))
     say(f"cluster up; kubeconfig: {layout.admin_kubeconfig}")
 
 
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     layout = Layout()
     if args.command == "down":
-        stopped = control_plane.down(layout, tekton.down_order(), tekton.STOP_TIMEOUTS)
+        stopped = control_plane.down(layout, [*tekton.down_order(), registry.NAME], tekton.STOP_TIMEOUTS)
         say(f"stopped {len(stopped)} recorded processes: {', '.join(stopped) or 'none'}")
         return 0
     if args.command == "build":
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         rep.finish(build.last_builds(layout))
         if args.command == "e2e" and not keep:
-            control_plane.down(layout, tekton.down_order(), tekton.STOP_TIMEOUTS)
+            control_plane.down(layout, [*tekton.down_order(), registry.NAME], tekton.STOP_TIMEOUTS)
         elif args.command == "e2e":
             say("E2E_KEEP=1: cluster left running; `make e2e-down` stops it")
     say(f"report: {layout.report} ({'passed' if rep.passed else 'FAILED'})")
