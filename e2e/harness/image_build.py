@@ -109,6 +109,8 @@ def ensure(layout: Layout, buildah: Buildah, ref: str, key: str, make: Callable[
     if built:
         say(f"build image {ref}")
         make()
+        # The image this one replaces: vfs keeps full copies of every layer, so they add up fast.
+        buildah("rmi", "--prune")
     build_seconds = round(time.monotonic() - began, 1)
     buildah("push", "--tls-verify=false", ref, f"docker://{ref}")
     found = registry.manifest(repository, tag)
