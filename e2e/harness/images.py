@@ -11,7 +11,7 @@
   `/tekton/bin/entrypoint decode-script`; the release uses cgr.dev/chainguard/busybox.
 - shell-win: never pulled (pkg/pod/script.go picks it only for `#!win` scripts); the controller
   refuses to start without the flag, so the flag names a tag nothing serves.
-- the tasks image: tasks_image.py.
+- the tasks image: tasks_image.py; the stand-ins for Juniper's images: standins.py.
 
 Building and the registry check before it: image_build.py.
 """
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import build, registry, tasks_image
+from . import build, registry, standins, tasks_image
 from .image_build import Buildah, ImageError, content_key, ensure
 from .layout import Layout
 
@@ -124,4 +124,5 @@ def up(layout: Layout) -> dict[str, Any]:
     result.update(tekton_images(layout, buildah))
     result["shell"] = shell_image(layout, buildah)
     result["cssr-tasks"] = tasks_image.tasks_image(layout, buildah)
+    result.update(standins.up(layout, buildah))
     return result

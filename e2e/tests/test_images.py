@@ -25,7 +25,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from e2e.harness import image_build, images, registry, tasks_image, tekton  # noqa: E402
+from e2e.harness import image_build, images, registry, standins, tasks_image, tekton  # noqa: E402
 from e2e.harness.layout import Layout  # noqa: E402
 
 TEKTON_BINARIES = ("entrypoint", "nop", "sidecarlogresults", "workingdirinit")
@@ -155,9 +155,30 @@ def test_tasks_image_runs_cssr_tasks(layout: Layout, store: list[str]) -> None:
     assert python.stdout.strip() == "(3, 11)", python.stderr
 
 
+def test_kmod_builder_standin_builds_igb_uio_for_the_kernel_uname_names(layout: Layout, store: list[str]) -> None:
+    """As the build-kmods Task runs it: ROOT/usr/src/kernels/<kver> a kernel tree (the image's own
+    Debian headers here), ROOT/usr/lib/modules/<kver> with a modules.dep, a uname that answers
+    <kver> and KERNEL_VERSION (kmod-build.sh's shim); the builder's ROOT as its argument."""
+    ref = standins.kmod_builder_ref()
+    assert config_of(ref)["config"]["Labels"]["org.cssr-deploy.stand-in"].startswith("Juniper kmod-builder")
+    kernel = standins.headers_release()
+    script = (f"set -e; K={kernel}; mkdir -p /r/usr/lib/modules/$K /r/usr/src/kernels /shim\n"
+              "touch /r/usr/lib/modules/$K/modules.dep; ln -s /usr/src/linux-headers-$K /r/usr/src/kernels/$K\n"
+              'printf "#!/bin/sh\\necho $K\\n" > /shim/uname; chmod +x /shim/uname\n'
+              f"PATH=/shim:$PATH KERNEL_VERSION=$K {standins.BUILDER} /r\n"
+              "for m in igb_uio rte_kni; do /usr/sbin/modinfo -F name /r/usr/lib/modules/$K/dpdk/$m.ko; "
+              "/usr/sbin/modinfo -F vermagic /r/usr/lib/modules/$K/dpdk/$m.ko; done\n")
+    built = run(store, ref, ["sh", "-c", script])
+    assert built.returncode == 0, built.stdout[-1500:] + built.stderr[-1500:]
+    lines = built.stdout.strip().splitlines()[-4:]
+    assert [lines[0], lines[2]] == ["igb_uio", "rte_kni"], built.stdout
+    assert all(line.split()[0] == kernel for line in (lines[1], lines[3])), built.stdout
+
+
 def test_a_second_build_builds_and_pushes_nothing(layout: Layout) -> None:
     before = {ref: registry.manifest(*image_build.split(ref)) for ref in
-              [*(images.tekton_ref(n) for n in (*TEKTON_BINARIES, "shell")), tasks_image.tasks_ref()]}
+              [*(images.tekton_ref(n) for n in (*TEKTON_BINARIES, "shell")), tasks_image.tasks_ref(),
+               standins.kmod_builder_ref()]}
     again = images.up(layout)
     built = [name for name, step in again.items() if name != "registry" and (step["built"] or step["pushed"])]
     assert built == [], f"a second build made or pushed {built}"

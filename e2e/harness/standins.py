@@ -1,0 +1,85 @@
+"""Stand-in images for Juniper's, which are not public, built here and pushed under
+127.0.0.1:25000/standin/ so that their name says what they are wherever they appear.
+
+- standin/kmod-builder: e2e/images/kmod-builder-standin/Containerfile FROM the Debian base of the
+  tasks image: a real kbuild of igb_uio with Debian's gcc, make and kernel headers (the release of
+  the host's linux-headers-*-amd64, whose copies are the kernel trees of the e2e world) and the
+  igb_uio source of the host's dpdk-kmods-dkms. Its /usr/bin/dpdk_build.sh is the stand-in builder
+  the module tests and `make demo` run (cssr_tasks.sim.kmod_standin), with the image's python3.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from cssr_tasks.sim import kmod_standin
+
+from . import registry, tasks_image
+from .image_build import KEY_LABEL, Buildah, ImageError, content_key, ensure
+from .layout import E2E, Layout
+
+KMOD_BUILDER_CONTAINERFILE = E2E / "images" / "kmod-builder-standin" / "Containerfile"
+KMOD_SOURCE = "/usr/src/dpdk-kmods-standin"
+BUILDER = "/usr/bin/dpdk_build.sh"
+# Where the builder notes each kernel it built (the module tests read theirs; here, the step's log has it).
+BUILD_RECORD = "/tmp/dpdk_build.kernels"
+
+
+def headers_release() -> str:
+    headers = kmod_standin.debian_headers()
+    if headers is None:
+        raise ImageError("no /usr/src/linux-headers-*-amd64; install linux-headers-amd64 "
+                         "(scripts/install-system-deps does)")
+    return kmod_standin.release_of(headers)
+
+
+def kmod_builder_ref() -> str:
+    return f"{registry.ADDRESS}/standin/kmod-builder:{headers_release()}"
+
+
+def builder_script() -> str:
+    """The stand-in dpdk_build.sh of cssr_tasks.sim.kmod_standin, with the image's paths."""
+    # write_builder() bakes in the host's interpreter; the image has its own python3.
+    build = kmod_standin._REAL_BUILD.format(source=KMOD_SOURCE, python="/usr/bin/python3")
+    return kmod_standin._BUILDER.format(record=BUILD_RECORD, build=build)
+
+
+def kmod_builder_context(layout: Layout) -> Path:
+    """The build context: the igb_uio source and the builder script."""
+    source = kmod_standin.igb_uio_source()
+    if source is None:
+        raise ImageError("no igb_uio source in /usr/src/dpdk-kmods-*; install dpdk-kmods-dkms "
+                         "(scripts/install-system-deps does)")
+    context = layout.images / "kmod-builder-context"
+    if context.exists():
+        shutil.rmtree(context)
+    shutil.copytree(source, context / "dpdk-kmods")
+    (context / "dpdk_build.sh").write_text(builder_script())
+    (context / "dpdk_build.sh").chmod(0o755)
+    return context
+
+
+def kmod_builder(layout: Layout, buildah: Buildah) -> dict[str, Any]:
+    source = kmod_standin.igb_uio_source()
+    files = sorted(p for p in source.rglob("*") if p.is_file()) if source else []
+    args = {"HEADERS": f"linux-headers-{headers_release()}"}
+    key = content_key(KMOD_BUILDER_CONTAINERFILE, tasks_image.debian_key(), builder_script(), str(args),
+                      *(str(f.relative_to(source)) for f in files if source), *files)
+    ref = kmod_builder_ref()
+
+    def make() -> None:
+        base_ref, _ = tasks_image.debian_base(layout, buildah)
+        context = kmod_builder_context(layout)
+        build_args = {**args, "BASE": base_ref}
+        buildah("bud", "--isolation", "chroot", "--pull=false", "--label", f"{KEY_LABEL}={key}",
+                *(arg for name, value in build_args.items() for arg in ("--build-arg", f"{name}={value}")),
+                "-f", str(KMOD_BUILDER_CONTAINERFILE), "-t", ref, str(context), nice=True)
+        shutil.rmtree(context)
+
+    return ensure(layout, buildah, ref, key, make)
+
+
+def up(layout: Layout, buildah: Buildah) -> dict[str, Any]:
+    return {"standin/kmod-builder": kmod_builder(layout, buildah)}
