@@ -48,6 +48,14 @@ class Buildah:
                              f"{proc.stderr.strip()[-600:]}; full log in {self.log}")
         return proc.stdout.strip()
 
+    def bud(self, ref: str, key: str, containerfile: Path, context: Path, build_args: dict[str, str], *,
+            volumes: tuple[str, ...] = ()) -> None:
+        """`buildah bud` of containerfile in context, tagged ref and labelled with key (niced)."""
+        self("bud", "--isolation", "chroot", "--pull=false", "--label", f"{KEY_LABEL}={key}",
+             *(arg for volume in volumes for arg in ("--volume", volume)),
+             *(arg for name, value in build_args.items() for arg in ("--build-arg", f"{name}={value}")),
+             "-f", str(containerfile), "-t", ref, str(context), nice=True)
+
     def labels(self, ref: str) -> dict[str, str] | None:
         """The labels of a local image, or None when the store has no such image."""
         probe = subprocess.run([*self.base, "inspect", "--type", "image", ref], capture_output=True, text=True,

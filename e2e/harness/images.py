@@ -26,7 +26,7 @@ from typing import Any
 
 from . import build, registry, standins, tasks_image
 from .image_build import Buildah, ImageError, content_key, ensure
-from .layout import Layout
+from .layout import E2E, Layout
 
 TEKTON_REPOSITORY = "tekton"
 # ko's PATH in the images it builds; /ko-app holds the binary.
@@ -36,7 +36,7 @@ SHELL_APPLETS = ("sh", "cat", "touch", "chmod")
 
 
 def tekton_version() -> str:
-    module_dir = build.E2E / "build" / "tekton"
+    module_dir = E2E / "build" / "tekton"
     return build.pinned_version(module_dir, "github.com/tektoncd/pipeline")
 
 

@@ -1,6 +1,9 @@
 """Stand-in images for Juniper's, which are not public, built here and pushed under
 127.0.0.1:25000/standin/ so that their name says what they are wherever they appear.
 
+- standin/router: e2e/images/router-standin/Containerfile FROM the same base: the fake SSR API
+  of cssr_tasks.sim.ssr (the smoke tests' and `make demo`'s) served over HTTPS on port 443 as the
+  container's main process, and what the StatefulSet's other containers run in the router image.
 - standin/kmod-builder: e2e/images/kmod-builder-standin/Containerfile FROM the Debian base of the
   tasks image: a real kbuild of igb_uio with Debian's gcc, make and kernel headers (the release of
   the host's linux-headers-*-amd64, whose copies are the kernel trees of the e2e world) and the
@@ -17,8 +20,8 @@ from typing import Any
 from cssr_tasks.sim import kmod_standin
 
 from . import registry, tasks_image
-from .image_build import KEY_LABEL, Buildah, ImageError, content_key, ensure
-from .layout import E2E, Layout
+from .image_build import Buildah, ImageError, content_key, ensure
+from .layout import E2E, ROOT, Layout
 
 KMOD_BUILDER_CONTAINERFILE = E2E / "images" / "kmod-builder-standin" / "Containerfile"
 KMOD_SOURCE = "/usr/src/dpdk-kmods-standin"
@@ -72,14 +75,29 @@ def kmod_builder(layout: Layout, buildah: Buildah) -> dict[str, Any]:
     def make() -> None:
         base_ref, _ = tasks_image.debian_base(layout, buildah)
         context = kmod_builder_context(layout)
-        build_args = {**args, "BASE": base_ref}
-        buildah("bud", "--isolation", "chroot", "--pull=false", "--label", f"{KEY_LABEL}={key}",
-                *(arg for name, value in build_args.items() for arg in ("--build-arg", f"{name}={value}")),
-                "-f", str(KMOD_BUILDER_CONTAINERFILE), "-t", ref, str(context), nice=True)
+        buildah.bud(ref, key, KMOD_BUILDER_CONTAINERFILE, context, {**args, "BASE": base_ref})
         shutil.rmtree(context)
 
     return ensure(layout, buildah, ref, key, make)
 
 
+def router_ref() -> str:
+    return f"{registry.ADDRESS}/standin/router:{tasks_image.version()}"
+
+
+def router(layout: Layout, buildah: Buildah) -> dict[str, Any]:
+    folder = E2E / "images" / "router-standin"
+    files = tasks_image.source_files()
+    key = content_key(*sorted(folder.iterdir()), tasks_image.debian_key(), ROOT / ".containerignore",
+                      *(str(f.relative_to(ROOT)) for f in files), *files)
+    ref = router_ref()
+
+    def make() -> None:
+        base_ref, _ = tasks_image.debian_base(layout, buildah)
+        buildah.bud(ref, key, folder / "Containerfile", ROOT, {"BASE": base_ref}, volumes=(tasks_image.CA_VOLUME,))
+
+    return ensure(layout, buildah, ref, key, make)
+
+
 def up(layout: Layout, buildah: Buildah) -> dict[str, Any]:
-    return {"standin/kmod-builder": kmod_builder(layout, buildah)}
+    return {"standin/kmod-builder": kmod_builder(layout, buildah), "standin/router": router(layout, buildah)}

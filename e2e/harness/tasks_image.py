@@ -30,7 +30,9 @@ PACKAGES = ("python3", "python3-venv", "kmod", "ca-certificates")
 INSTALL_RUNTIME = "apt-get install -y --no-install-recommends python3.11 kmod"
 # The COPY sources of the Containerfile's build stage: what the image is made of.
 SOURCES = ("pyproject.toml", "README.md", "requirements/constraints.txt", "python")
-HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+# pip in a build trusts what this host trusts (mounted, not copied into the image): where egress
+# goes through a TLS-inspecting proxy, Debian's CA list alone refuses PyPI.
+CA_VOLUME = "/etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro"
 
 
 def version() -> str:
@@ -108,7 +110,7 @@ def tasks_image(layout: Layout, buildah: Buildah) -> dict[str, Any]:
     build_args = {"INSTALL_RUNTIME": INSTALL_RUNTIME}
     files = source_files()
     key = content_key(ROOT / "Containerfile", ROOT / ".containerignore", base_key, json.dumps(build_args),
-                             *(str(f.relative_to(ROOT)) for f in files), *files)
+                      *(str(f.relative_to(ROOT)) for f in files), *files)
     ref = tasks_ref()
     base: dict[str, Any] = {}
 
@@ -116,12 +118,7 @@ def tasks_image(layout: Layout, buildah: Buildah) -> dict[str, Any]:
         base_ref, made = debian_base(layout, buildah)
         base.update(made)
         args = {**build_args, "BUILD_BASE": base_ref, "RUNTIME_BASE": base_ref}
-        # The build's pip trusts what this host trusts (mounted, not copied into the image): where
-        # egress goes through a TLS-inspecting proxy, Debian's CA list alone refuses PyPI.
-        buildah("bud", "--isolation", "chroot", "--pull=false", "--label", f"{KEY_LABEL}={key}",
-                "--volume", f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro",
-                *(arg for name, value in args.items() for arg in ("--build-arg", f"{name}={value}")),
-                "-f", str(ROOT / "Containerfile"), "-t", ref, str(ROOT), nice=True)
+        buildah.bud(ref, key, ROOT / "Containerfile", ROOT, args, volumes=(CA_VOLUME,))
 
     result = ensure(layout, buildah, ref, key, make)
     if base:

@@ -12,10 +12,12 @@ import base64
 import gzip
 import io
 import json
+import socket
 import struct
 import subprocess
 import sys
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,10 @@ sys.path.insert(0, str(ROOT))
 
 from e2e.harness import image_build, images, registry, standins, tasks_image, tekton  # noqa: E402
 from e2e.harness.layout import Layout  # noqa: E402
+
+from cssr_tasks.errors import ApiError  # noqa: E402
+from cssr_tasks.sim import ssr  # noqa: E402
+from cssr_tasks.ssr_api import Credentials, SsrApi  # noqa: E402
 
 TEKTON_BINARIES = ("entrypoint", "nop", "sidecarlogresults", "workingdirinit")
 PT_INTERP = 3
@@ -175,14 +181,59 @@ def test_kmod_builder_standin_builds_igb_uio_for_the_kernel_uname_names(layout: 
     assert all(line.split()[0] == kernel for line in (lines[1], lines[3])), built.stdout
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_router_standin_serves_the_fake_ssr_api_to_the_suites_client(layout: Layout, store: list[str]) -> None:
+    """The stand-in's main process answers the smoke test's own client (cssr_tasks.ssr_api) over
+    HTTPS (chroot isolation shares the host's network); its 128T service script acts only on a PID
+    1 that is the stand-in."""
+    ref = standins.router_ref()
+    config = config_of(ref)["config"]
+    assert config["Labels"]["org.cssr-deploy.stand-in"].startswith("Juniper cSSR router")
+    port = free_port()
+    container = subprocess.run([*store, "from", "--tls-verify=false", ref], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    server = subprocess.Popen([*store, "run", "--isolation", "chroot", "--env", f"SSR_API_PORT={port}", container,
+                               "--", *config["Entrypoint"]],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        with SsrApi(f"https://127.0.0.1:{port}", pod="standin-router", verify=False, timeout=5.0) as api:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    api.login(Credentials(ssr.USERNAME, ssr.PASSWORD))
+                    break
+                except ApiError:
+                    assert server.poll() is None and time.monotonic() < deadline, server.stdout and server.stdout.read()
+                    time.sleep(0.5)
+            processes = api.processes()
+            assert processes and {p.status for p in processes} == {"RUNNING"}, processes
+            assert api.version()
+        # Never `stop` here: chroot isolation shares the host's PID namespace, whose PID 1 is init.
+        refused = run(store, ref, ["service", "128T", "status"])
+        assert refused.returncode == 1 and "PID 1 is not the stand-in SSR API" in refused.stderr, refused
+    finally:
+        server.terminate()
+        out, _ = server.communicate(timeout=30)
+    assert "fake SSR API on https://0.0.0.0:" in out, out
+
+
 def test_a_second_build_builds_and_pushes_nothing(layout: Layout) -> None:
-    before = {ref: registry.manifest(*image_build.split(ref)) for ref in
-              [*(images.tekton_ref(n) for n in (*TEKTON_BINARIES, "shell")), tasks_image.tasks_ref(),
-               standins.kmod_builder_ref()]}
+    """A first `images.up` brings the registry up to date (a no-op right after the harness's `up`,
+    unless a source changed since); a second one reads labels and builds and pushes nothing."""
+    first = images.up(layout)
+    refs = [*(images.tekton_ref(n) for n in (*TEKTON_BINARIES, "shell")), tasks_image.tasks_ref(),
+            standins.kmod_builder_ref(), standins.router_ref()]
+    before = {ref: registry.manifest(*image_build.split(ref)) for ref in refs}
     again = images.up(layout)
+    assert set(again) == set(first)
     built = [name for name, step in again.items() if name != "registry" and (step["built"] or step["pushed"])]
     assert built == [], f"a second build made or pushed {built}"
     assert again["registry"]["reused"], "the registry was restarted"
-    after = {ref: registry.manifest(*image_build.split(ref)) for ref in before}
-    assert {r: (f[0] if f else None) for r, f in after.items()} == {r: (f[0] if f else None) for r, f in before.items()}
+    after = {ref: registry.manifest(*image_build.split(ref)) for ref in refs}
+    assert None not in after.values()
     assert json.dumps(after, sort_keys=True) == json.dumps(before, sort_keys=True)

@@ -1,0 +1,43 @@
+"""STAND-IN for Juniper's cSSR router image (quay.io/juniper-128t/128t-*, not public).
+
+It serves the fake SSR REST/GraphQL API of cssr_tasks.sim.ssr, as the smoke tests and `make demo`
+do, over HTTPS on 0.0.0.0:$SSR_API_PORT (443 by default) with a self-signed certificate made at
+start, and the sim's credentials: one device-interface per secondary network of the pod (net1,
+net2, ..., as Multus names them), each OPER_UP, every process RUNNING. It routes no packets.
+SIGTERM (or `service 128T stop`, the StatefulSet's preStop) stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+
+from pytest_httpserver import HTTPServer
+
+from cssr_tasks.sim.router import Net
+from cssr_tasks.sim.ssr import FakeSsr, self_signed_certificate, server_context
+
+
+def main() -> None:
+    port = int(os.environ.get("SSR_API_PORT", "443"))
+    interfaces = sorted(name for name in os.listdir("/sys/class/net") if name.startswith("net"))
+    folder = Path("/run/ssr-standin")
+    folder.mkdir(parents=True, exist_ok=True)
+    server = HTTPServer(host="0.0.0.0", port=port, ssl_context=server_context(*self_signed_certificate(folder)))
+    server.start()
+    FakeSsr(server, [Net(name=name, interface=name) for name in interfaces])
+    print(f"ssr stand-in: fake SSR API on https://0.0.0.0:{port}/ with device-interfaces for {interfaces or 'no'} "
+          "secondary networks", flush=True)
+    stop = threading.Event()
+    # As PID 1 of its container, it would ignore SIGTERM without a handler.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    server.stop()
+    print("ssr stand-in: stopped", flush=True)
+
+
+if __name__ == "__main__":
+    main()
