@@ -19,7 +19,6 @@ import os
 import shlex
 import shutil
 import signal
-import string
 import subprocess
 import sys
 import time
@@ -30,8 +29,9 @@ from importlib import resources
 from pathlib import Path
 from types import FrameType
 
-from . import depmod
+from . import builder_params, depmod
 from .build_lock import LOCK_FILE, STAGING, BuildLock, host
+from .deploy_params import MODULES_STORAGE
 from .durable import fsync
 from .elf import strip_signature
 from .errors import ConfigError, CssrError
@@ -47,16 +47,14 @@ from .kmod_checks import (
     verify_tree,
 )
 from .log import Log
-from .params import Reader, path_problem, shown
+from .params import Reader, shown
 
 __all__ = ["LOCK_FILE", "STAGING", "Params", "Result", "commit", "main", "prepare", "run"]
 
 NEEDS_CLUSTER = False
-DEFAULT_BUILDER = "/usr/bin/dpdk_build.sh /usr/share/128technology/dpdk/src"
 SIGN_HASH = "sha256"
 KEY_FILES = ("key.pem", "key")
 CERT_FILES = ("cert.der", "cert.pem", "cert")
-TEMPLATE_FIELDS = ("kernel", "builder_root", "modules_dir")
 END_GRACE_SECONDS = 5.0  # between SIGTERM and SIGKILL when the builder's process group is ended
 
 
@@ -65,7 +63,7 @@ class Params:
     modules_dir: str = "/usr/lib/modules"
     kernels: tuple[str, ...] = ()
     modules: tuple[str, ...] = ("igb_uio", "rte_kni")
-    builder_command: tuple[str, ...] = tuple(shlex.split(DEFAULT_BUILDER))
+    builder_command: tuple[str, ...] = tuple(shlex.split(builder_params.DEFAULT_BUILDER))
     builder_root: str = "/"
     builder_output: str = "{builder_root}/usr/lib/modules/{kernel}/dpdk"
     kernel_tree_dir: str = ""
@@ -73,6 +71,7 @@ class Params:
     stale_after: int = 600
     signing_secret_dir: str = ""
     signing_key_bound: bool = False  # the Task's prepare step: the key is bound but mounted only in commit
+    modules_storage: str = "pvc"  # hostpath: this pod builds nothing; build-kmods-nodes builds on each node
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Params:
@@ -81,7 +80,7 @@ class Params:
             modules_dir=read_modules_dir(read, cls.modules_dir),
             kernels=read_kernels(read),
             modules=read_modules(read),
-            builder_command=_builder_command(read),
+            builder_command=builder_params.read_command(read),
             builder_root=read_folder(read, "builder-root", "/"),
             builder_output=read.string("builder-output", cls.builder_output),
             kernel_tree_dir=read_folder(read, "kernel-tree-dir", ""),
@@ -89,17 +88,12 @@ class Params:
             stale_after=read.integer("stale-after", cls.stale_after, minimum=1),
             signing_secret_dir=read_folder(read, "signing-secret-dir", ""),
             signing_key_bound=read.boolean("signing-key-bound", False),
+            modules_storage=read.choice("modules-storage", cls.modules_storage, MODULES_STORAGE),
         )
-        problem = _template_problem(params.builder_output)
-        if problem is None:
-            # kmod-build.sh empties this folder before each build: it must stay where the template says
-            sample = params.output_for("5.14.0-1.el9.x86_64", normalize=False)
-            if "5.14.0-1.el9.x86_64" not in Path(sample).parts:
-                problem = "must name a directory per kernel, with {kernel} as one of its path components"
-            elif not sample.startswith("/"):
-                problem = "must be an absolute path, such as {builder_root}/usr/lib/modules/{kernel}/dpdk"
-            else:
-                problem = path_problem(sample) or None
+        if params.modules_storage == "hostpath" and params.signing_key_bound:
+            read.fail("the signing-key workspace cannot be used with modules-storage=hostpath yet: the nodes' pods "
+                      "do not mount the key; use modules-storage=pvc to sign, or unbind signing-key")
+        problem = builder_params.output_problem(params.builder_output, params.builder_root, params.modules_dir)
         if problem:
             read.fail(f"param builder-output={shown(params.builder_output)} {problem}")
         read.done()
@@ -107,58 +101,26 @@ class Params:
 
     def output_for(self, kernel: str, *, normalize: bool = True) -> str:
         """Where the builder leaves its modules for `kernel`, as the builder sees it."""
-        root = self.builder_root.rstrip("/")
-        path = self.builder_output.format(kernel=kernel, builder_root=root, modules_dir=self.modules_dir)
-        return os.path.normpath(path) if normalize else path
-
-
-def _builder_command(read: Reader) -> tuple[str, ...]:
-    """builder-command in shell words (no shell runs them: kmod-build.sh execs the words as they are). Its
-    first word names the program by Reader.path's rule, so that an option, a glob or a shell fragment
-    there is refused rather than run; the arguments are the builder's own business."""
-    command = read.string("builder-command", DEFAULT_BUILDER)
-    try:
-        argv = tuple(shlex.split(command))
-    except ValueError as e:
-        read.fail(f"param builder-command={shown(command)} is not valid shell words ({e})")
-        return ()
-    if not argv:
-        read.fail("param builder-command is empty; give the builder and its arguments")
-        return ()
-    problem = path_problem(argv[0])
-    if problem:
-        read.fail(f"param builder-command names the program {shown(argv[0])}, which {problem}; give the "
-                  "builder's path first, such as /usr/bin/dpdk_build.sh")
-        return ()
-    return argv
-
-
-def _template_problem(template: str) -> str | None:
-    """Why `template` is not a plain str.format template of TEMPLATE_FIELDS, or None.
-
-    Only bare fields: an attribute, an index or a format spec ({kernel.x}, {kernel[0]}, {kernel:>9999999})
-    would be evaluated by str.format, which raises or allocates at will.
-    """
-    hint = "; use {kernel}, {builder_root} and {modules_dir}, nothing else between braces"
-    try:
-        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
-                  if name is not None]
-    except ValueError as e:
-        return f"is not a valid template ({e}){hint}"
-    for name, spec, conversion in fields:
-        if name not in TEMPLATE_FIELDS or spec or conversion:
-            shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
-            return f"has the field {shown}, which is not a plain template field{hint}"
-    return None
+        return builder_params.output_for(self.builder_output, kernel, self.builder_root, self.modules_dir,
+                                         normalize=normalize)
 
 
 @dataclass(frozen=True)
 class Result:
-    built_kernels: list[str]
+    built_kernels: list[str] | None  # None: not written (modules-storage=hostpath: build-kmods-nodes writes it)
+
+
+def _on_nodes(params: Params, log: Log) -> bool:
+    """modules-storage=hostpath: nothing to do in this pod, whose modules workspace is not the router's."""
+    if params.modules_storage == "hostpath":
+        log.info("modules-storage=hostpath: nothing built here; the last step builds on every target node")
+    return params.modules_storage == "hostpath"
 
 
 def run(params: Params, *, cluster: None = None, log: Log) -> Result:
     """Plan, build and commit in one process, holding the lock throughout."""
+    if _on_nodes(params, log):
+        return Result(built_kernels=None)
     with _filesystem_errors(params):
         build = Build(params, log, owner=f"{host()}-{os.getpid()}", span="process")
         build.lock.acquire()
@@ -174,6 +136,8 @@ def run(params: Params, *, cluster: None = None, log: Log) -> Result:
 
 def prepare(params: Params, *, cluster: None = None, log: Log) -> Result:
     """The Task's first half: take the lock as a lease that outlives this step, plan, stage the script."""
+    if _on_nodes(params, log):
+        return Result(built_kernels=None)
     with _filesystem_errors(params):
         build = Build(params, log, owner=host(), span="task", keys=False)
         build.lock.acquire()
@@ -190,6 +154,8 @@ def prepare(params: Params, *, cluster: None = None, log: Log) -> Result:
 
 def commit(params: Params, *, cluster: None = None, log: Log) -> Result:
     """The Task's second half: verify and sign what the kmod-builder step staged, rename it into place, unlock."""
+    if _on_nodes(params, log):
+        return Result(built_kernels=None)
     with _filesystem_errors(params):
         build = Build(params, log, owner=host(), span="task")
         build.lock.acquire(resume=True)

@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "build-init-image": "cssr_tasks.build_init_image",
     "verify-image": "cssr_tasks.verify_image",
     "build-kmods": "cssr_tasks.build_kmods",
+    "build-kmods-nodes": "cssr_tasks.build_kmods_nodes",
     "verify-kmods": "cssr_tasks.verify_kmods",
     "render": "cssr_tasks.render",
     "apply-manifests": "cssr_tasks.apply_manifests",
@@ -120,7 +121,10 @@ def run_task(command: str, module: ModuleType, argv: Sequence[str], environ: Map
         if results_dir:
             results.check_dir(results_dir)
         params = module.Params.from_env(environment_with_flags(environ, args, dests))
-        if getattr(module, "NEEDS_CLUSTER", True):
+        needs_cluster = getattr(module, "NEEDS_CLUSTER", True)
+        if callable(needs_cluster):  # a command that needs the cluster for some params only
+            needs_cluster = needs_cluster(params)
+        if needs_cluster:
             with connected(args, environ, log) as cluster:
                 result = (run or module.run)(params, cluster=cluster, log=log)
         else:

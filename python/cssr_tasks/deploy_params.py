@@ -44,6 +44,7 @@ _SUFFIX: dict[str, Decimal] = {
 # (PCIe SR-IOV allows 65535; Intel E810 and the ConnectX cards stop at 256 or fewer).
 MAX_REPLICAS = 100
 MAX_VFS = 256
+MODULES_STORAGE = ("pvc", "hostpath")  # the RWX claim, or each node's /mnt/cssr written by a DaemonSet
 
 
 def parse_quantity(text: str) -> Decimal:
@@ -97,6 +98,7 @@ class Params:
     modules_size: str = _help("5Gi", "size of the modules PVC (kernel trees of every kernel run)")
     data_storage_class: str = _help("ocs-storagecluster-cephfs", "class of the cssr-data claims; empty: default")
     data_size: str = _help("512Mi", "size of each pod's cssr-data claim")
+    modules_storage: str = _help("pvc", "pvc (the RWX claim `modules`) or hostpath (each node's /mnt/cssr)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Self:
@@ -142,6 +144,7 @@ class Params:
             "data_storage_class": optional_name(read, "data-storage-class", cls.data_storage_class,
                                                 "a StorageClass name, or empty for the default", subdomain=True),
             "data_size": quantity(read, "data-size", cls.data_size),
+            "modules_storage": read.choice("modules-storage", cls.modules_storage, MODULES_STORAGE),
         }
 
     def problems(self) -> list[str]:

@@ -25,7 +25,8 @@ from .deploy_params import HUGEPAGES, Params, dns_name, parse_quantity
 from .errors import CssrError
 
 __all__ = ["HUGEPAGES", "LABELS", "NETWORKS_ANNOTATION", "ROUTER_CONTAINER", "SRIOV_NAMESPACE", "STAGES",
-           "STATEFULSET", "Manifest", "Params", "parse_quantity", "render", "skeleton", "to_yaml"]
+           "STATEFULSET", "Manifest", "Params", "parse_quantity", "render", "router_account", "skeleton",
+           "to_yaml"]
 
 SRIOV_NAMESPACE = "openshift-sriov-network-operator"
 NETWORKS_ANNOTATION = "k8s.v1.cni.cncf.io/networks"
@@ -34,6 +35,7 @@ ROUTER_CONTAINER = "128t"
 # Apply order: what the namespace's objects depend on comes first, the workload last.
 STAGES = ("cluster", "namespace", "rbac", "networks", "storage", "workload")
 LABELS = {"app": "cssr", "app.kubernetes.io/managed-by": "cssr-deploy"}
+HOST_MODULES_PATH = "/mnt/cssr"  # modules-storage=hostpath: each node's copy (the PoC's later version)
 
 
 def vf0_netdev(pf: str) -> str:
@@ -80,8 +82,9 @@ def skeleton(name: str) -> dict[str, Any]:
 def render(params: Params) -> list[Manifest]:
     """Every object of the deployment, in apply order. Pure: no cluster, no files."""
     manifests = [*_hugepages(params), Manifest("namespace", _namespace(params)), *_rbac(params),
-                 *_networks_manifests(params), Manifest("storage", _modules_claim(params)),
-                 Manifest("workload", _statefulset(params))]
+                 *_networks_manifests(params), Manifest("workload", _statefulset(params))]
+    if params.modules_storage == "pvc":  # hostpath: no claim (an existing one is never deleted)
+        manifests.append(Manifest("storage", _modules_claim(params)))
     for manifest in manifests:
         labels = manifest.obj["metadata"].setdefault("labels", {})
         for key, value in LABELS.items():
@@ -134,13 +137,20 @@ def _namespace(p: Params) -> dict[str, Any]:
 
 
 def _rbac(p: Params) -> list[Manifest]:
-    account = skeleton("serviceaccount.yaml")
-    account["metadata"]["namespace"] = p.namespace
-    scc = skeleton("scc-rolebinding.yaml")
-    scc["metadata"]["namespace"] = p.namespace
-    scc["subjects"][0]["namespace"] = p.namespace
     # No PoC step 4 (system:image-puller on the images namespace): since decision 7 the pods run
     # router-image only and pull no cssr-init image from the internal registry.
+    return router_account(p.namespace)
+
+
+def router_account(namespace: str) -> list[Manifest]:
+    """The router's ServiceAccount and its SCC binding (PoC step 3); the modules DaemonSet runs as it too."""
+    account = skeleton("serviceaccount.yaml")
+    account["metadata"]["namespace"] = namespace
+    scc = skeleton("scc-rolebinding.yaml")
+    scc["metadata"]["namespace"] = namespace
+    scc["subjects"][0]["namespace"] = namespace
+    for obj in (account, scc):
+        obj["metadata"]["labels"] = dict(LABELS)
     return [Manifest("rbac", account), Manifest("rbac", scc)]
 
 
@@ -212,6 +222,11 @@ def _statefulset(p: Params) -> dict[str, Any]:
                **{f"openshift.io/{res}": str(count) for res, count in sorted(p.vf_requests().items())}}
     router["resources"] = {"requests": dict(amounts), "limits": dict(amounts)}
     _storage(spec["volumeClaimTemplates"][0]["spec"], p.data_storage_class, p.data_size)
+    if p.modules_storage == "hostpath":
+        # the node's folder that the cssr-modules DaemonSet fills (modules_daemonset.py), same name and subPaths
+        volume = next(v for v in pod["volumes"] if v["name"] == "modules")
+        del volume["persistentVolumeClaim"]
+        volume["hostPath"] = {"path": HOST_MODULES_PATH, "type": "DirectoryOrCreate"}
     return sts
 
 

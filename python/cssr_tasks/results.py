@@ -29,8 +29,10 @@ def encode(value: Any) -> str:
 
 
 def as_dict(result: Any) -> dict[str, str]:
-    """A Result dataclass as {tekton-result-name: encoded value}."""
-    return {result_name(f.name): encode(getattr(result, f.name)) for f in dataclasses.fields(result)}
+    """A Result dataclass as {tekton-result-name: encoded value}; a None field is not a result of this step
+    (another step of the Task writes it)."""
+    return {result_name(f.name): encode(getattr(result, f.name)) for f in dataclasses.fields(result)
+            if getattr(result, f.name) is not None}
 
 
 def default_results_dir() -> Path | None:

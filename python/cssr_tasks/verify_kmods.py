@@ -18,6 +18,7 @@ from typing import Any
 
 from . import kernels as kernel_versions
 from . import kmod_checks
+from .deploy_params import MODULES_STORAGE
 from .errors import CssrError
 from .kmod_checks import DEFAULT_MODULES, Check, read_kernels, read_modules, read_modules_dir, verify_tree
 from .log import Log
@@ -35,6 +36,7 @@ class Params:
     kernels: tuple[str, ...] = ()
     modules: tuple[str, ...] = DEFAULT_MODULES
     require_signature: bool = False
+    modules_storage: str = "pvc"  # hostpath: the build-kmods-nodes step verifies on each node instead
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Params:
@@ -44,6 +46,7 @@ class Params:
             kernels=read_kernels(read),
             modules=read_modules(read),
             require_signature=read.boolean("require-signature", False),
+            modules_storage=read.choice("modules-storage", "pvc", MODULES_STORAGE),
         )
         read.done()
         return params
@@ -51,10 +54,13 @@ class Params:
 
 @dataclass(frozen=True)
 class Result:
-    modules: dict[str, Any]
+    modules: dict[str, Any] | None  # None: not written (modules-storage=hostpath)
 
 
 def run(params: Params, *, cluster: None = None, log: Log) -> Result:
+    if params.modules_storage == "hostpath":
+        log.info("modules-storage=hostpath: each node's pod of DaemonSet cssr-modules verifies its own copy")
+        return Result(modules=None)
     checks = [c for kernel in params.kernels
               for c in verify_tree(params.modules_dir, kernel, params.modules,
                                    require_signature=params.require_signature)]

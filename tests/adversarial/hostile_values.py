@@ -78,6 +78,7 @@ FORMATS: dict[str, Format] = {
     "kernel-set-id": fmt("str", required=True),
     # images
     "image-repository": IMAGE, "base-image": IMAGE, "router-image": IMAGE, "traffic-image": IMAGE,
+    "init-image": IMAGE, "kmod-builder-image": IMAGE, "tasks-image": IMAGE,
     # paths
     "docker-config": PATH, "context-dir": PATH, "modules-dir": PATH, "builder-root": PATH, "kernel-tree-dir": PATH,
     "signing-secret-dir": PATH, "credentials-dir": PATH, "secret-file": PATH,
@@ -85,7 +86,7 @@ FORMATS: dict[str, Format] = {
         "{kernel.foo}", "{kernel[x]}", "{kernel:>2000000000}", "{builder_root.__class__}", "{nope}")),
     # choices, quantities, selectors, URLs
     "hugepages-method": CHOICE, "hugepages-size": CHOICE, "network-mode": CHOICE, "dtk-source": CHOICE,
-    "kernel-type": CHOICE, "device-type": CHOICE, "api-scheme": CHOICE, "aggregate-status": CHOICE,
+    "kernel-type": CHOICE, "device-type": CHOICE, "modules-storage": CHOICE, "api-scheme": CHOICE, "aggregate-status": CHOICE,
     "hugepages-request": QUANTITY, "cpu": QUANTITY, "memory": QUANTITY, "modules-size": QUANTITY,
     "data-size": QUANTITY, "cpu-reserved": QUANTITY, "cpu-isolated": QUANTITY,
     "node-selector": fmt("str"), "eventlistener-url": fmt("str"), "tls-verify": TLS,
@@ -93,7 +94,7 @@ FORMATS: dict[str, Format] = {
     "replicas": INT, "num-vfs": INT, "hugepages-count": INT, "lock-timeout": INT, "stale-after": INT,
     "api-port": INT, "traffic-count": INT, "max-packet-loss": INT, "max-rtt-ms": INT, "timeout": INT,
     "health-port": INT, "resync-seconds": INT, "watch-timeout-seconds": INT, "confirm-seconds": INT,
-    "gate-timeout": SECONDS, "rollout-timeout": SECONDS, "poll-interval": SECONDS, "interval": SECONDS,
+    "gate-timeout": SECONDS, "rollout-timeout": SECONDS, "nodes-timeout": SECONDS, "poll-interval": SECONDS, "interval": SECONDS,
     "keep-kernel-sets": INT, "min-age": SECONDS, "dry-run": BOOL,
     "allow-updating": BOOL, "include-upgrade-target": BOOL, "allow-mixed-kernels": BOOL,
     "require-signature": BOOL, "traffic": BOOL, "allow-control-plane": BOOL, "signing-key-bound": BOOL,

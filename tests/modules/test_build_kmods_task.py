@@ -33,7 +33,7 @@ def test_the_signing_key_is_mounted_in_the_commit_step_only():
     declared = {w["name"]: w for w in spec["workspaces"]}
     assert declared["signing-key"]["optional"] is True and declared["signing-key"]["readOnly"] is True
     listing = {s["name"]: [w["name"] for w in s.get("workspaces") or []] for s in spec["steps"]}
-    assert listing == {"layout": [], "prepare": [], "build": [], "commit": ["signing-key"], "verify": []}
+    assert listing == {"layout": [], "prepare": [], "build": [], "commit": ["signing-key"], "verify": [], "nodes": []}
     # Juniper's privileged builder and the cssr-init image never see the key, nor its folder by another name
     for name in ("layout", "build"):
         mounts = [m["mountPath"] for m in step(name).get("volumeMounts") or []]

@@ -212,12 +212,29 @@ def traffic_test(folder: Path) -> list[Request]:
         fake.server.stop()
 
 
+def hostpath_nodes(folder: Path) -> list[Request]:
+    """build-kmods' last step with modules-storage=hostpath: the DaemonSet, its rollout, its pods' reports."""
+    from cssr_tasks.sim import pods
+
+    with SimulatedCluster.with_default_cluster() as sim:
+        workloads = wl.install(sim, step=0.01)
+        workloads.daemonsets.runner = pods.Scripted({"commit": "[]", "verify": "{}"})
+        installed(sim)
+        env = {"PARAM_MODULES_STORAGE": "hostpath", "PARAM_NAMESPACE": NS, "PARAM_POLL_INTERVAL": "0.1",
+               "PARAM_NODES_TIMEOUT": "10", "PARAM_KERNELS": json.dumps([fx.RELEASES["4.16"][1]]),
+               "PARAM_INIT_IMAGE": "image-registry.openshift-image-registry.svc:5000/cssr/cssr-init:x"}
+        command(sim, folder, "build-kmods-nodes", env)
+        command(sim, folder, "build-kmods-nodes", env)  # the second run: gets, an unchanged apply
+        return steps_requests(sim, "build-kmods with modules-storage=hostpath")
+
+
 SCENARIOS: dict[str, Callable[[Path], list[Request]]] = {
     "pipeline": lambda folder: [],  # the module fixture pipeline_run
     "performanceprofile": lambda folder: other_settings(
         folder, **{"hugepages-method": "performanceprofile", "cpu-reserved": "0-1", "cpu-isolated": "2-31"}),
     "sriov": lambda folder: other_settings(folder, **{"network-mode": "sriov", "device-type": "vfio-pci"}),
     "traffic": traffic_test,
+    "hostpath": hostpath_nodes,
 }
 
 
@@ -248,7 +265,7 @@ def test_a_run_without_a_service_account_is_allowed_as_the_namespaces_pipeline_a
     account = Authorizer.for_service_account(rendered_repo(), DEFAULT_SA, NS)
     requests = pipeline_requests[scenario]
     assert any("preflight" in r.why or r.resource == "customresourcedefinitions" for r in requests) or \
-        scenario == "traffic"
+        scenario in ("traffic", "hostpath")
     denied = account.denied(requests)
     assert not denied, "denied:\n" + "\n".join(denied)
 

@@ -47,7 +47,19 @@ import yaml
 
 from .. import pipeline
 from ..tekton.run import Options, Outcome
-from . import SimulatedCluster, fixtures, images, kmod_standin, mini_registry, oci, operators, router, ssr, workloads
+from . import (
+    SimulatedCluster,
+    fixtures,
+    images,
+    kmod_standin,
+    mini_registry,
+    oci,
+    operators,
+    pods,
+    router,
+    ssr,
+    workloads,
+)
 
 NAMESPACE = "cssr"  # the PipelineRun's, the router's and the images' namespace
 RUNNING = "4.16"  # what the nodes run
@@ -139,6 +151,10 @@ class Demo:
         operators.install(sim)
         self.workloads = workloads.install(sim)
         self.workloads.pod_hooks.append(router.multus())
+        # modules-storage=hostpath: the cssr-modules DaemonSet's init containers run here, a folder per node
+        self.workloads.daemonsets.runner = pods.ContainerRunner(
+            self.workdir, self.image_commands(),
+            {**os.environ, "CONTAINERS_STORAGE_CONF": str(self.workdir / "storage.conf")})
         nets = [router.Net(f"{pf}-macvlan", f"net{i + 1}") for i, pf in enumerate(PF_NAMES)]
         fake = ssr.serve(self.workdir / "ssr-tls", nets)
         self._stack.callback(fake.server.stop)

@@ -311,6 +311,8 @@ _CHROOT = """set -e
 root=$1; shift
 mkdir -p "$root/workspace" "$root/dev" "$root/tmp"
 if [ -d /workspace ]; then mount --rbind /workspace "$root/workspace"; fi
+# a simulated pod's volumes (sim/pods.py), at their mountPaths
+for target in ${CSSR_STEP_MOUNTS:-}; do mkdir -p "$root$target" && mount --rbind "$target" "$root$target"; done
 mount --rbind /dev "$root/dev"
 exec chroot "$root" "$@"
 """

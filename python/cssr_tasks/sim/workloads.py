@@ -11,6 +11,8 @@
   SriovNetwork gets its NetworkAttachmentDefinition in networkNamespace.
 - StatefulSet controller: a ControllerRevision per distinct pod template (none for a no-op), the claims
   of volumeClaimTemplates, pods that become Ready one per step, and the status fields of a rollout.
+- DaemonSet controller (sim/daemonsets.py): a pod per matching node, whose init containers may really
+  run (sim/pods.py), and the status fields of a rollout.
   `pod_hooks` finish each pod before it is stored, as the kubelet and Multus would (sim.router.multus).
 - PersistentVolumeClaims bind as soon as they are created.
 - Admission rejects what a real API server rejects: changes to a StatefulSet's immutable spec fields,
@@ -34,6 +36,7 @@ from typing import Any
 from .. import selectors
 from ..cluster import KINDS
 from . import SimulatedCluster, key_of
+from .daemonsets import DaemonSets
 from .server import Emulator, Recorded, Store
 
 SRIOV_API = "sriovnetwork.openshift.io/v1"
@@ -135,6 +138,8 @@ class Workloads:
         # fn(pod, statefulset) on each pod the StatefulSet controller makes, before it is stored
         self.pod_hooks: list[Callable[[dict[str, Any], dict[str, Any]], None]] = []
         self.errors: list[str] = []  # exceptions in the controllers (tests assert it stays empty)
+        # the DaemonSet controller (sim/daemonsets.py); its `runner` runs the pods' init containers
+        self.daemonsets = DaemonSets(self)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -181,6 +186,7 @@ class Workloads:
                 "sriovnetworks": self._sriov_network,
                 "persistentvolumeclaims": self._bind,
                 "statefulsets": self._statefulset,
+                "daemonsets": self.daemonsets.on_write,
             }.get(record.resource or "")
             if handler is not None:
                 handler(obj)
