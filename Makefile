@@ -61,10 +61,12 @@ clean:
 	rm -rf $(VENV) tools/lint/node_modules out .cache .hypothesis .pytest_cache .mypy_cache .ruff_cache
 
 # The real-cluster tier (e2e/README.md): etcd and Kubernetes built from pinned Go modules, started
-# on 127.0.0.1, e2e/tests run against them, out/e2e/report.json written. E2E_KEEP=1 leaves the
+# on this machine (Stage C's node: containerd, kubelet, kube-proxy; scripts/install-e2e-deps installs
+# containerd, root only), e2e/tests run against them, out/e2e/report.json written. E2E_KEEP=1 leaves the
 # cluster running (admin kubeconfig: out/e2e/kubeconfig); e2e-down stops what it started.
 .PHONY: e2e e2e-down
 e2e: $(STAMP) $(CRDS)
+	scripts/install-e2e-deps
 	$(BIN)/python -m e2e.harness e2e
 
 e2e-down:

@@ -3,9 +3,10 @@
 e2e   build what is stale, start what is not running healthy, install the CRDs, run e2e/tests,
       write out/e2e/report.json, then stop the cluster unless E2E_KEEP=1;
 up    the same without tests, leaving the cluster running;
-build build every binary: Stage A's and Stage B's (Tekton controller and webhook, tkn);
+build build every binary: Stage A's, Stage B's (Tekton controller and webhook, tkn) and Stage C's
+      (kubelet, kube-proxy, crictl);
 test  the tests only, against the running cluster;
-down  stop every recorded process.
+down  stop every recorded process, remove the node's pods, mounts, cgroups and the links.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import argparse
 import os
 import sys
 
-from . import build, control_plane, crds, images, registry, report, tekton
+from . import build, control_plane, crds, hostnet, images, node, registry, report, tekton
 from .layout import Layout
 from .log import say
+from .processes import Processes
 
 
 def up(layout: Layout, rep: report.Report) -> None:
@@ -34,7 +36,28 @@ def up(layout: Layout, rep: report.Report) -> None:
         step.update(tekton.up(layout, restart=restarted))
     with rep.step("C", "images") as step:
         step.update(images.up(layout))
+    with rep.step("C", "build") as step:
+        step.update(build.build(layout, build.STAGE_C))
+    with rep.step("C", "node") as step:
+        step.update(node.up(layout))
     say(f"cluster up; kubeconfig: {layout.admin_kubeconfig}")
+
+
+class LeftBehind(RuntimeError):
+    pass
+
+
+def stop(layout: Layout) -> list[str]:
+    """Everything `up` started, node first (its pods and mounts), then Tekton and the control
+    plane, then the links (the API server's address goes last)."""
+    recorded = {name: r.pid for name, r in Processes(layout.processes).records().items()}
+    node.down(layout)
+    control_plane.down(layout, [*tekton.down_order(), registry.NAME], tekton.STOP_TIMEOUTS)
+    hostnet.remove()
+    left = node.leftovers(layout, recorded) + [f"link {n}" for n in hostnet.LINKS if hostnet.link_exists(n)]
+    if left:
+        raise LeftBehind(f"down left behind: {'; '.join(left)}")
+    return list(recorded)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,11 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     layout = Layout()
     if args.command == "down":
-        stopped = control_plane.down(layout, [*tekton.down_order(), registry.NAME], tekton.STOP_TIMEOUTS)
-        say(f"stopped {len(stopped)} recorded processes: {', '.join(stopped) or 'none'}")
+        try:
+            stopped = stop(layout)
+        except LeftBehind as e:
+            say(str(e))
+            return 1
+        say(f"stopped {len(stopped)} recorded processes: {', '.join(stopped) or 'none'}; no mount, link or "
+            "cgroup of the cluster is left")
         return 0
     if args.command == "build":
-        for name, result in build.build(layout, build.STAGE_A + build.STAGE_B).items():
+        for name, result in build.build(layout, build.STAGE_A + build.STAGE_B + build.STAGE_C).items():
             say(f"{name}: {'built' if result['built'] else 'up to date'} in {result['seconds']} s")
         return 0
     rep = report.Report(layout)
@@ -61,14 +89,21 @@ def main(argv: list[str] | None = None) -> int:
                 report.run_tests(layout, step, "A")
             with rep.step("B", "tests") as step:
                 report.run_tests(layout, step, "B")
+            with rep.step("C", "tests") as step:
+                report.run_tests(layout, step, "C")
     except Exception as e:
         say(f"FAILED: {e}")
     finally:
-        rep.finish(build.last_builds(layout))
         if args.command == "e2e" and not keep:
-            control_plane.down(layout, [*tekton.down_order(), registry.NAME], tekton.STOP_TIMEOUTS)
+            # What `make e2e-down` runs, checked in every run: no process, mount or link left.
+            try:
+                with rep.step("C", "down") as step:
+                    step["stopped"] = stop(layout)
+            except LeftBehind as e:
+                say(f"FAILED: {e}")
         elif args.command == "e2e":
             say("E2E_KEEP=1: cluster left running; `make e2e-down` stops it")
+        rep.finish(build.last_builds(layout))
     say(f"report: {layout.report} ({'passed' if rep.passed else 'FAILED'})")
     return 0 if rep.passed else 1
 

@@ -39,6 +39,9 @@ COMPONENTS = (
     Component("kube-controller-manager", "kubernetes", "k8s.io/kubernetes/cmd/kube-controller-manager"),
     Component("kube-scheduler", "kubernetes", "k8s.io/kubernetes/cmd/kube-scheduler"),
     Component("kubectl", "kubernetes", "k8s.io/kubernetes/cmd/kubectl"),
+    Component("kubelet", "kubernetes", "k8s.io/kubernetes/cmd/kubelet"),
+    Component("kube-proxy", "kubernetes", "k8s.io/kubernetes/cmd/kube-proxy"),
+    Component("crictl", "cri-tools", "sigs.k8s.io/cri-tools/cmd/crictl"),
     Component("tekton-controller", "tekton", "github.com/tektoncd/pipeline/cmd/controller"),
     Component("tekton-webhook", "tekton", "github.com/tektoncd/pipeline/cmd/webhook"),
     Component("tkn", "tkn", "github.com/tektoncd/cli/cmd/tkn"),
@@ -52,6 +55,7 @@ COMPONENTS = (
 STAGE_A = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 STAGE_B = ("tekton-controller", "tekton-webhook", "tkn")
 TEKTON_IMAGES = ("tekton-entrypoint", "tekton-nop", "tekton-sidecarlogresults", "tekton-workingdirinit")
+STAGE_C = ("kubelet", "kube-proxy", "crictl")
 
 
 class BuildError(RuntimeError):
@@ -102,6 +106,10 @@ def ldflags(component: Component, env: dict[str, str]) -> str:
         # As tektoncd/cli's Makefile and .goreleaser.yml stamp it: `tkn version` shows the release.
         version = pinned_version(component.module_dir, "github.com/tektoncd/cli")
         flags.append(f"-X github.com/tektoncd/cli/pkg/cmd/version.clientVersion={version.lstrip('v')}")
+    if component.module == "cri-tools":
+        # As cri-tools' Makefile stamps it: `crictl --version` shows the release.
+        version = pinned_version(component.module_dir, "sigs.k8s.io/cri-tools")
+        flags.append(f"-X sigs.k8s.io/cri-tools/pkg/version.Version={version.lstrip('v')}")
     return " ".join(flags)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from .layout import FIRST_SERVICE_IP, HOST
+from .layout import FIRST_SERVICE_IP, HOST, NODE_IP, NODE_NAME
 
 DAYS = "3650"
 
@@ -22,6 +22,9 @@ CLIENTS = {
     "kube-controller-manager": ("system:kube-controller-manager", ""),
     "kube-scheduler": ("system:kube-scheduler", ""),
     "kube-apiserver-kubelet-client": ("kube-apiserver", ""),
+    # Stage C: the Node authorizer and NodeRestriction know a kubelet by this name and group.
+    "kubelet": (f"system:node:{NODE_NAME}", "system:nodes"),
+    "kube-proxy": ("system:kube-proxy", ""),  # bound to system:node-proxier by the API server
 }
 
 # Key identifiers too: strict verifiers (Python 3.13 ssl, Go) want them.
@@ -29,7 +32,8 @@ LEAF = ("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEnciph
         "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n")
 
 SERVING_SANS = ",".join([
-    f"IP:{HOST}", f"IP:{FIRST_SERVICE_IP}", "DNS:localhost", "DNS:kubernetes", "DNS:kubernetes.default",
+    f"IP:{HOST}", f"IP:{NODE_IP}", f"IP:{FIRST_SERVICE_IP}", "DNS:localhost", "DNS:kubernetes",
+    "DNS:kubernetes.default",
     "DNS:kubernetes.default.svc", "DNS:kubernetes.default.svc.cluster.local",
 ])
 
@@ -48,17 +52,18 @@ def _key(path: Path) -> None:
 
 def _signed(pki: Path, name: str, subject: str, extensions: str) -> None:
     key, crt = pki / f"{name}.key", pki / f"{name}.crt"
-    if crt.exists() and key.exists():
+    # The extensions are kept next to the certificate: new SANs (the API server moved to NODE_IP)
+    # make a new certificate with the same key, so a kept cluster's tokens stay valid.
+    ext = pki / f"{name}.ext"
+    if crt.exists() and key.exists() and ext.exists() and ext.read_text() == extensions:
         return
     _key(key)
-    ext = pki / f"{name}.ext"
     ext.write_text(extensions)
     csr = pki / f"{name}.csr"
     _openssl("req", "-new", "-key", str(key), "-subj", subject, "-out", str(csr))
     _openssl("x509", "-req", "-in", str(csr), "-CA", str(pki / "ca.crt"), "-CAkey", str(pki / "ca.key"),
              "-CAcreateserial", "-days", DAYS, "-sha256", "-extfile", str(ext), "-out", str(crt))
     csr.unlink()
-    ext.unlink()
 
 
 def ensure(pki: Path) -> None:

@@ -3,7 +3,8 @@
 Flags follow Kubernetes' hack/local-up-cluster.sh where it applies to one loopback-only node:
 Node,RBAC authorization, ServiceAccount tokens signed by our key, an audit log at Metadata level
 (the RBAC tests read every request's user, verb and status from it), controllers with their own
-ServiceAccount credentials, no leader election. Everything listens on 127.0.0.1 only.
+ServiceAccount credentials, no leader election. Everything listens on 127.0.0.1 only, but the API
+server: it listens on NODE_IP, an address of a link of its own (hostnet.py), so that pods reach it too.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from pathlib import Path
 
 import yaml
 
-from . import certs
+from . import certs, hostnet
 from .layout import (
     APISERVER_PORT,
     CONTROLLER_MANAGER_PORT,
     ETCD_PEER_PORT,
     HOST,
+    NODE_IP,
     SCHEDULER_PORT,
     SERVICE_CIDR,
     Layout,
@@ -84,7 +86,7 @@ def commands(layout: Layout) -> dict[str, list[str]]:
         ],
         "kube-apiserver": [
             str(b("kube-apiserver")), f"--etcd-servers={etcd_url()}",
-            f"--bind-address={HOST}", f"--advertise-address={HOST}", f"--secure-port={APISERVER_PORT}",
+            f"--bind-address={NODE_IP}", f"--advertise-address={NODE_IP}", f"--secure-port={APISERVER_PORT}",
             f"--tls-cert-file={pki / 'kube-apiserver.crt'}", f"--tls-private-key-file={pki / 'kube-apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}", "--authorization-mode=Node,RBAC",
             "--service-account-issuer=https://kubernetes.default.svc",
@@ -93,6 +95,8 @@ def commands(layout: Layout) -> dict[str, list[str]]:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             f"--kubelet-client-certificate={pki / 'kube-apiserver-kubelet-client.crt'}",
             f"--kubelet-client-key={pki / 'kube-apiserver-kubelet-client.key'}",
+            # The node's name resolves nowhere: logs and exec go to its InternalIP (NODE_IP).
+            "--kubelet-preferred-address-types=InternalIP",
             "--enable-admission-plugins=NodeRestriction", "--allow-privileged=true",
             f"--audit-policy-file={state / 'audit-policy.yaml'}", f"--audit-log-path={layout.audit_log}",
             "--audit-log-maxsize=200", "--audit-log-maxbackup=1",
@@ -194,6 +198,7 @@ def up(layout: Layout, timeout: float = 180.0) -> dict[str, dict[str, object]]:
     for folder in (layout.state, layout.logs, layout.etcd_data):
         folder.mkdir(parents=True, exist_ok=True)
     layout.etcd_data.chmod(0o700)
+    hostnet.ensure_node_link()
     write_configs(layout)
     processes = Processes(layout.processes)
     argvs, checks = commands(layout), probes(layout)

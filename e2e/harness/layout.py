@@ -35,6 +35,20 @@ TEKTON_CONTROLLER_PROFILING_PORT = 28009
 REGISTRY_PORT = 25000
 SERVICE_CIDR = "10.96.0.0/24"
 FIRST_SERVICE_IP = "10.96.0.1"
+# The API server listens on an address of a link the harness makes, not on 127.0.0.1: pods
+# reach it through the `kubernetes` Service (kube-proxy DNATs 10.96.0.1:443 to it), and a pod's
+# packets to 127.0.0.1 would stay in the pod. From the host it answers like a loopback address.
+NODE_LINK = "cssr-e2e0"
+NODE_IP = "10.250.0.1"
+# Stage C, the node: pods get addresses of the CNI bridge's subnet; kubelet and kube-proxy ports
+# sit away from the defaults (10250, 10248, 10249, 10256) like the control plane's.
+NODE_NAME = "cssr-e2e-node"
+POD_BRIDGE = "cssr-e2e-br0"
+POD_CIDR = "10.244.0.0/24"
+KUBELET_PORT = 20250
+KUBELET_HEALTHZ_PORT = 20248
+KUBE_PROXY_METRICS_PORT = 20249
+KUBE_PROXY_HEALTHZ_PORT = 20256
 
 
 @dataclass(frozen=True)
@@ -94,6 +108,16 @@ class Layout:
     def registry_root(self) -> Path:
         return self.cache / "registry"
 
+    @property
+    def node(self) -> Path:
+        """Stage C: containerd's root, state and socket, the CNI config, the kubelet's root dir,
+        pod logs and the node's images (pause, busybox)."""
+        return self.cache / "node"
+
+    @property
+    def containerd_socket(self) -> Path:
+        return self.node / "containerd" / "containerd.sock"
+
     def binary(self, name: str) -> Path:
         return self.bin / name
 
@@ -102,7 +126,7 @@ class Layout:
 
 
 def api_url() -> str:
-    return f"https://{HOST}:{APISERVER_PORT}"
+    return f"https://{NODE_IP}:{APISERVER_PORT}"
 
 
 def etcd_url() -> str:
