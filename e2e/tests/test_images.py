@@ -222,6 +222,44 @@ def test_router_standin_serves_the_fake_ssr_api_to_the_suites_client(layout: Lay
     assert "fake SSR API on https://0.0.0.0:" in out, out
 
 
+def test_router_standin_stops_on_the_statefulsets_prestop_hook(layout: Layout, store: list[str],
+                                                               tmp_path: Path) -> None:
+    """Under runc, as the node runs it (its own PID namespace): `service 128T stop`, the
+    StatefulSet's preStop command, ends the stand-in's main process and with it the container."""
+    ref = standins.router_ref()
+    entrypoint = config_of(ref)["config"]["Entrypoint"]
+    container = subprocess.run([*store, "from", "--tls-verify=false", ref], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    # vfs: the "mount" is the container's own folder, nothing is mounted.
+    rootfs = subprocess.run([*store, "mount", container], capture_output=True, text=True, check=True).stdout.strip()
+    bundle, state = tmp_path / "bundle", tmp_path / "runc"
+    bundle.mkdir()
+    subprocess.run(["runc", "spec"], cwd=bundle, check=True)
+    spec = json.loads((bundle / "config.json").read_text())
+    spec["root"] = {"path": rootfs, "readonly": False}
+    spec["process"].update(args=entrypoint, terminal=False, env=[*spec["process"]["env"], "SSR_API_PORT=8443"])
+    (bundle / "config.json").write_text(json.dumps(spec))
+    name = f"standin-router-{tmp_path.name}"[:60]
+    runc = ["runc", "--root", str(state)]
+    router = subprocess.Popen([*runc, "run", "--bundle", str(bundle), name], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while subprocess.run([*runc, "exec", name, "service", "128T", "status"], capture_output=True,
+                             check=False).returncode != 0:
+            assert router.poll() is None and time.monotonic() < deadline, router.stdout and router.stdout.read()
+            time.sleep(0.5)
+        subprocess.run([*runc, "exec", name, "service", "128T", "stop"], check=True, timeout=30)
+        out, _ = router.communicate(timeout=30)
+    finally:
+        if router.poll() is None:
+            subprocess.run([*runc, "kill", name, "KILL"], check=False)
+            router.wait(timeout=30)
+        subprocess.run([*runc, "delete", "--force", name], capture_output=True, check=False)
+    assert router.returncode == 0, out
+    assert out.strip().splitlines()[-1] == "ssr stand-in: stopped", out
+
+
 def test_a_second_build_builds_and_pushes_nothing(layout: Layout) -> None:
     """A first `images.up` brings the registry up to date (a no-op right after the harness's `up`,
     unless a source changed since); a second one reads labels and builds and pushes nothing."""

@@ -21,19 +21,22 @@ from cssr_tasks.sim.ssr import FakeSsr, self_signed_certificate, server_context
 
 
 def main() -> None:
+    stop = threading.Event()
+    # First thing: as PID 1 of its container it would ignore SIGTERM (the preStop hook's signal)
+    # until it has a handler.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     port = int(os.environ.get("SSR_API_PORT", "443"))
     interfaces = sorted(name for name in os.listdir("/sys/class/net") if name.startswith("net"))
     folder = Path("/run/ssr-standin")
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "serving").unlink(missing_ok=True)  # a restarted container's old layer could hold one
     server = HTTPServer(host="0.0.0.0", port=port, ssl_context=server_context(*self_signed_certificate(folder)))
     server.start()
     FakeSsr(server, [Net(name=name, interface=name) for name in interfaces])
     print(f"ssr stand-in: fake SSR API on https://0.0.0.0:{port}/ with device-interfaces for {interfaces or 'no'} "
           "secondary networks", flush=True)
-    stop = threading.Event()
-    # As PID 1 of its container, it would ignore SIGTERM without a handler.
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    (folder / "serving").write_text(f"{port}\n")  # what `service 128T status` reads
     stop.wait()
     server.stop()
     print("ssr stand-in: stopped", flush=True)
