@@ -80,6 +80,19 @@ def test_a_new_kernel_rolls_every_pod_once(sim, cluster, log, kubelet):
     assert K417 in json.dumps(ds["spec"]["template"]["spec"]["initContainers"])
 
 
+def test_a_node_that_joins_the_target_set_later_gets_its_pod(sim, cluster, log, kubelet):
+    for name in ("worker-0", "worker-1"):
+        cluster.patch("v1", "nodes", name, {"metadata": {"labels": {"cssr": "router"}}})
+    nodes.run(params(**{"node-selector": "cssr=router"}), cluster=cluster, log=log)
+    assert sim.get(*DS)["status"]["desiredNumberScheduled"] == 2
+    cluster.patch("v1", "nodes", "worker-2", {"metadata": {"labels": {"cssr": "router"}}})  # no pipeline run
+    placed = sorted(p["spec"]["nodeName"] for p in sim.objects("v1", "Pod", "cssr"))
+    assert placed == ["worker-0", "worker-1", "worker-2"]
+    again = nodes.run(params(**{"node-selector": "cssr=router"}), cluster=cluster, log=log)
+    assert sim.get(*DS)["metadata"]["generation"] == 1 and again.modules == VERIFIED
+    assert "node worker-2: verified" in log.text
+
+
 def test_a_failed_build_times_out_naming_the_node_the_container_and_the_reason(sim, cluster, log, kubelet):
     kubelet.fail["commit"] = "...\nerror: kernel x: the builder exited with status 2"
     with pytest.raises(WaitTimeout) as e:
@@ -96,10 +109,13 @@ def test_no_matching_node_is_a_clear_error(sim, cluster, log, kubelet):
         nodes.run(params(**{"node-selector": "cssr=nowhere"}), cluster=cluster, log=log)
 
 
-def test_pvc_mode_asks_nothing_of_the_cluster_and_writes_no_result(sim, cluster, log):
+def test_pvc_mode_asks_nothing_of_the_cluster_and_writes_no_result(sim, cluster, log, run_cli):
     sim.clear_requests()
     assert nodes.run(params(**{"modules-storage": "pvc"}), cluster=cluster, log=log) == nodes.Result(None, None)
     assert sim.requests == []
+    # as the Task's last step runs it: no kubeconfig needed, and no result file to overwrite the verify step's
+    done = run_cli(["build-kmods-nodes"], {"PARAM_KERNELS": json.dumps([K416])})
+    assert (done.code, done.results) == (0, {}), done.err
 
 
 @pytest.mark.parametrize(("values", "expected"), [

@@ -5,6 +5,7 @@ What the real controller (kubernetes pkg/controller/daemon) does that our steps 
 - one pod per node that matches the pod template's nodeSelector, labelled with the template's
   `controller-revision-hash` and `pod-template-generation` (the DaemonSet's metadata.generation),
   owned by the DaemonSet;
+- a node that comes to match gets its pod, one that stops matching loses it;
 - a template change (a new generation) replaces each node's pod (updateStrategy RollingUpdate; the
   cssr-modules DaemonSet allows every node at once); a write that changes nothing replaces none;
 - `status` with the fields of k8s.io/api apps/v1 DaemonSetStatus: currentNumberScheduled,
@@ -66,6 +67,11 @@ class DaemonSets:
                                  daemon=True).start()
         self._count(ds)
         w._put(ds)
+
+    def on_node(self, node: dict[str, Any]) -> None:
+        """A node's labels changed (it joined or left the target set): each DaemonSet follows."""
+        for ds in self.workloads._items("apps/v1", "DaemonSet"):
+            self.on_write(ds)
 
     def _pods(self, ds: dict[str, Any]) -> list[dict[str, Any]]:
         uid = ds["metadata"].get("uid")

@@ -187,6 +187,7 @@ class Workloads:
                 "persistentvolumeclaims": self._bind,
                 "statefulsets": self._statefulset,
                 "daemonsets": self.daemonsets.on_write,
+                "nodes": self.daemonsets.on_node,
             }.get(record.resource or "")
             if handler is not None:
                 handler(obj)
