@@ -24,12 +24,11 @@ from . import builder_params, modules_daemonset, selectors, waits
 from .cluster import Cluster
 from .deploy_params import MODULES_STORAGE
 from .errors import ConfigError, CssrError
-from .kmod_checks import read_folder, read_kernels, read_modules
+from .kmod_checks import DEFAULT_MODULES, read_folder, read_kernels, read_modules
 from .log import Log
 from .manifests import router_account
 from .params import Reader, shown
 
-STORAGE = MODULES_STORAGE
 MIN_POLL_INTERVAL = 0.1
 
 
@@ -39,7 +38,7 @@ class Params:
     namespace: str = "cssr"
     node_selector: str = "node-role.kubernetes.io/worker="
     kernels: tuple[str, ...] = ()
-    modules: tuple[str, ...] = ("igb_uio", "rte_kni")
+    modules: tuple[str, ...] = DEFAULT_MODULES
     init_image: str = ""
     kmod_builder_image: str = "quay.io/juniper-128t/kmod-builder-51:5.1.2-1"
     tasks_image: str = "image-registry.openshift-image-registry.svc:5000/cssr/cssr-tasks:0.1.0"
@@ -55,7 +54,7 @@ class Params:
     def from_env(cls, environ: Mapping[str, str]) -> Params:
         read = Reader(environ)
         params = cls(
-            modules_storage=read.choice("modules-storage", cls.modules_storage, STORAGE),
+            modules_storage=read.choice("modules-storage", cls.modules_storage, MODULES_STORAGE),
             namespace=read.name("namespace", cls.namespace, hint="the router's namespace, such as cssr"),
             node_selector=read.selector("node-selector", cls.node_selector),
             kernels=read_kernels(read),
@@ -81,7 +80,7 @@ class Params:
             if not params.init_image:
                 read.fail("param init-image is empty; pass build-init-image's image-url")
             if any(t.operator not in ("=", "==") for t in selectors.parse(params.node_selector)):
-                read.fail(f"param node-selector={params.node_selector!r} must hold key=value terms only with "
+                read.fail(f"param node-selector={shown(params.node_selector)} must hold key=value terms only with "
                           "modules-storage=hostpath: it becomes the DaemonSet pods' nodeSelector")
         read.done()
         return params
