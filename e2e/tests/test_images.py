@@ -159,6 +159,10 @@ def test_tasks_image_runs_cssr_tasks(layout: Layout, store: list[str]) -> None:
         assert task in helped.stdout + helped.stderr, f"`cssr-tasks --help` in {ref} does not list {task}"
     python = run(store, ref, ["python", "-c", "import sys, kubernetes; print(sys.version_info[:2])"])
     assert python.stdout.strip() == "(3, 11)", python.stderr
+    # build-kmods' commit step runs a bare `depmod` (depmod.py): it must be on the image's PATH,
+    # which is where /usr/sbin/depmod of Debian's and UBI's kmod package is found
+    depmod = run(store, ref, ["sh", "-c", "command -v depmod && depmod -V"])
+    assert depmod.returncode == 0 and "kmod" in depmod.stdout, f"depmod not on the PATH of {ref}: {depmod.stderr}"
 
 
 def test_kmod_builder_standin_builds_igb_uio_for_the_kernel_uname_names(layout: Layout, store: list[str]) -> None:
