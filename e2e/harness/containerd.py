@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .layout import HOST, POD_BRIDGE, POD_CIDR, REGISTRY_PORT, Layout
+from .layout import HOST, NODE_IP, POD_BRIDGE, POD_CIDR, REGISTRY_PORT, Layout
 from .log import say
 
 CNI_BIN = Path("/usr/lib/cni")
@@ -110,10 +110,13 @@ def write_configs(layout: Layout, sandbox_image: str) -> Path:
     base = folder(layout)
     for sub in ("root", "state", "opt", "runc"):
         (base / sub).mkdir(parents=True, exist_ok=True)
-    hosts = base / "certs.d" / f"{HOST}:{REGISTRY_PORT}" / "hosts.toml"
-    hosts.parent.mkdir(parents=True, exist_ok=True)
-    hosts.write_text(f'server = "http://{HOST}:{REGISTRY_PORT}"\n\n'
-                     f'[host."http://{HOST}:{REGISTRY_PORT}"]\n  capabilities = ["pull", "resolve"]\n')
+    # The registry by its loopback name (Tekton's and the stand-in images) and by the node link's
+    # address, the name pods push to and pull from (the cssr-init images: world_c.POD_REGISTRY).
+    for host in (HOST, NODE_IP):
+        hosts = base / "certs.d" / f"{host}:{REGISTRY_PORT}" / "hosts.toml"
+        hosts.parent.mkdir(parents=True, exist_ok=True)
+        hosts.write_text(f'server = "http://{host}:{REGISTRY_PORT}"\n\n'
+                         f'[host."http://{host}:{REGISTRY_PORT}"]\n  capabilities = ["pull", "resolve"]\n')
     conf_dir = cni_conf_dir(layout)
     conf_dir.mkdir(parents=True, exist_ok=True)
     network = {

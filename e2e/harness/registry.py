@@ -4,7 +4,7 @@ need (does this tag exist, with which labels).
 
 It runs as a recorded host process like the cluster's (processes.py), so `make e2e-down` stops
 it and a second `make e2e` reuses it. The node pulls Tekton's, the suite's and the stand-in
-images from it; nothing here listens beyond loopback.
+images from it, and pods push to it at 10.250.0.1 (it listens on every interface).
 """
 
 from __future__ import annotations
@@ -23,6 +23,11 @@ from .processes import Processes
 NAME = "registry"
 BINARY = Path("/usr/bin/docker-registry")
 ADDRESS = f"{HOST}:{REGISTRY_PORT}"
+# Every interface: the host reaches it at ADDRESS, pods at the node link's 10.250.0.1 (their
+# 127.0.0.1 is their own), where build-cssr-init pushes and check-cssr-init looks. docker-registry
+# takes one address only; the link's address cannot be used alone, as Tekton's image flags and
+# the node's pulls name 127.0.0.1.
+LISTEN = f":{REGISTRY_PORT}"
 MANIFEST_TYPES = ", ".join((
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v2+json",
@@ -35,11 +40,11 @@ class RegistryError(RuntimeError):
 
 def config(layout: Layout) -> str:
     # The packaged /etc/docker/registry/config.yml has htpasswd auth and listens on :5000 on all
-    # interfaces: this one is loopback-only and open, as a node's pull needs no secret here.
+    # interfaces: this one is open (no auth), as a node's pull needs no secret here.
     return (f"version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\n"
             f"storage:\n  filesystem:\n    rootdirectory: {layout.registry_root / 'storage'}\n"
             f"  delete:\n    enabled: true\n"
-            f"http:\n  addr: {ADDRESS}\n  secret: cssr-e2e-local\n")
+            f"http:\n  addr: {LISTEN}\n  secret: cssr-e2e-local\n")
 
 
 def command(layout: Layout) -> tuple[list[str], dict[str, str]]:
