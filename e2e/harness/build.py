@@ -9,6 +9,7 @@ own GOCACHE, so that the first build is a true cold build and its time means som
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -127,8 +128,6 @@ def build(layout: Layout, names: tuple[str, ...] = STAGE_A) -> dict[str, dict[st
     layout.bin.mkdir(parents=True, exist_ok=True)
     env = go_env(layout)
     go_version = subprocess.run(["go", "version"], capture_output=True, text=True, check=True, env=env).stdout.strip()
-    history_path = layout.cache / "builds.json"
-    history: dict[str, dict[str, object]] = json.loads(history_path.read_text()) if history_path.exists() else {}
     results: dict[str, dict[str, object]] = {}
     for component in (c for c in COMPONENTS if c.name in names):
         binary = layout.binary(component.name)
@@ -144,20 +143,32 @@ def build(layout: Layout, names: tuple[str, ...] = STAGE_A) -> dict[str, dict[st
             f"log in {layout.logs / ('build-' + component.name + '.log')}")
         layout.logs.mkdir(parents=True, exist_ok=True)
         with open(layout.logs / f"build-{component.name}.log", "w") as log:
-            proc = subprocess.run(["nice", "-n", "19", "go", "build", "-ldflags", flags, "-o", f"{binary}.tmp",
-                                   component.package], cwd=component.module_dir, env=env, stdout=log,
-                                  stderr=subprocess.STDOUT, check=False)
+            out = f"{binary}.{os.getpid()}"  # two harness runs may build the same binary at once
+            proc = subprocess.run(["nice", "-n", "19", "go", "build", "-ldflags", flags, "-o", out, component.package],
+                                  cwd=component.module_dir, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
         if proc.returncode:
             tail = (layout.logs / f"build-{component.name}.log").read_text()[-800:]
             raise BuildError(f"go build {component.package} failed (exit {proc.returncode}):\n{tail}")
-        os.replace(f"{binary}.tmp", binary)
+        os.replace(out, binary)
         stamp.write_text(key)
         seconds = round(time.monotonic() - started, 1)
         say(f"built {component.name} in {seconds:.0f} s")
         results[component.name] = {"built": True, "seconds": seconds, "cold_go_cache": cold}
-        history[component.name] = {"seconds": seconds, "cold_go_cache": cold, "go": go_version, "at": time.time()}
-        history_path.write_text(json.dumps(history, indent=2))
+        record(layout.cache / "builds.json", component.name,
+               {"seconds": seconds, "cold_go_cache": cold, "go": go_version, "at": time.time()})
     return results
+
+
+def record(path: Path, name: str, entry: dict[str, object]) -> None:
+    """Adds one build's time to a history file. Two harness runs may build at once (`up` beside `build`):
+    the file is read and replaced under a lock, so that neither loses the other's entries."""
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        history: dict[str, object] = json.loads(path.read_text()) if path.exists() else {}
+        history[name] = entry
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(history, indent=2))
+        os.replace(tmp, path)
 
 
 def last_builds(layout: Layout) -> dict[str, dict[str, object]]:

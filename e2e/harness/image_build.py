@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from . import registry
+from . import build, registry
 from .layout import Layout
 from .log import say
 
@@ -130,6 +130,6 @@ def ensure(layout: Layout, buildah: Buildah, ref: str, key: str, make: Callable[
     if built:
         history[ref] = {"build_seconds": build_seconds, "push_seconds": round(seconds - build_seconds, 1),
                         "compressed_bytes": size, "at": time.time()}
-        history_path.write_text(json.dumps(history, indent=2))
+        build.record(history_path, ref, history[ref])
     return {"built": built, "pushed": True, "seconds": seconds, "digest": found[0], "compressed_bytes": size,
             "last_build": history.get(ref)}
