@@ -4,7 +4,7 @@ on a cluster whose only real node cannot load kernel modules.
 The real node (cssr-e2e-node) runs kernel 6.18 built without module support (no /proc/modules)
 and no kernel-devel for it exists here: no DPDK module can ever be built for it. So the nodes the
 pipeline targets are kubelet-less stand-in Node objects, `rhcos-standin-<i>`, labelled as the
-workers of an OpenShift `worker-cnf` pool and reporting, as their kernel, the release of Debian's
+nodes of an OpenShift `worker-cnf` pool and reporting, as their kernel, the release of Debian's
 kernel headers installed on this machine (whose real kbuild tree exists). They are tainted
 NoSchedule (TAINT): every TaskRun pod lands on the real node and runs in real containers; the
 router pods, which must run on the target nodes, stay Pending (there is no kubelet to run them).
@@ -143,7 +143,10 @@ def standin_nodes(count: int) -> list[dict[str, Any]]:
     nodes = []
     for i in range(count):
         name = f"{STANDIN_PREFIX}-{i}"
-        node = fixtures.node(name, kernel=kernel(), rhcos=rhcos(), labels={ROLE_LABEL: ""},
+        # The role label of the pool only, not node-role.kubernetes.io/worker as well (as OpenShift's
+        # worker-cnf nodes carry): Stage A's world has pool worker selecting that label, and
+        # apply-manifests rightly refuses a pool that holds only some of its target nodes.
+        node = fixtures.node(name, kernel=kernel(), rhcos=rhcos(), role=POOL,
                              allocatable={"hugepages-2Mi": "16Gi", "openshift.io/ens6f0np0": "7",
                                           "openshift.io/ens6f1np1": "7"},
                              config=fixtures.rendered(POOL, rhcos()))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -76,6 +77,9 @@ def clean_earlier(admin: Cluster, kubectl: Any) -> None:
     for pv in admin.list("v1", "persistentvolumes", label_selector="cssr-e2e/pv"):
         if pv["metadata"]["labels"]["cssr-e2e/pv"] != NAMESPACE:
             admin.delete("v1", "persistentvolumes", pv["metadata"]["name"])
+    for folder in world_c.PV_ROOT.glob(f"{NAMESPACE_PREFIX}*"):
+        if not folder.name.startswith(NAMESPACE):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def wait_for(what: str, check: Any, timeout: float, interval: float = 1.0) -> Any:
@@ -163,9 +167,31 @@ def taskruns(admin: Cluster, namespace: str, run: str) -> dict[str, dict[str, An
     return {t["metadata"]["labels"]["tekton.dev/pipelineTask"]: t for t in items}
 
 
+# What apply-manifests writes (by server-side apply, as field manager cssr-deploy), where.
+SUITE_OBJECTS = [("apps/v1", "statefulsets", None), ("v1", "serviceaccounts", None),
+                 ("rbac.authorization.k8s.io/v1", "rolebindings", None), ("v1", "persistentvolumeclaims", None),
+                 ("k8s.cni.cncf.io/v1", "network-attachment-definitions", None),
+                 ("sriovnetwork.openshift.io/v1", "sriovnetworks", operators.SRIOV_NAMESPACE),
+                 ("sriovnetwork.openshift.io/v1", "sriovnetworknodepolicies", operators.SRIOV_NAMESPACE)]
+
+
+def suite_fields(admin: Cluster, namespace: str) -> dict[str, Any]:
+    """Per object the suite manages: its generation and the time of each of the suite's managedFields
+    entries (the API server moves that time only when an apply changed a field)."""
+    found = {}
+    for api, plural, where in SUITE_OBJECTS:
+        for obj in admin.list(api, plural, namespace=where or namespace):
+            mine = [(m.get("operation"), m.get("subresource", ""), m.get("time"))
+                    for m in obj["metadata"].get("managedFields") or [] if m.get("manager") == "cssr-deploy"]
+            if mine:
+                found[f"{plural}/{obj['metadata']['name']}"] = (obj["metadata"].get("generation"), mine)
+    return found
+
+
 def run_once(stage_c: World, admin: Cluster, layout: Layout, label: str) -> dict[str, Any]:
     """One PipelineRun to its end, with what it cost: wall time, pods, image pulls, pod overhead."""
     admin.apply(world_c.scratch_volume(stage_c.namespace, label), field_manager=operators.FIELD_MANAGER)
+    fields_before = suite_fields(admin, stage_c.namespace)
     began = time.monotonic()
     name = start_run(admin, layout, stage_c)
     run = wait_for(f"PipelineRun {name} to finish", lambda: finished(admin, stage_c.namespace, name),
@@ -179,7 +205,8 @@ def run_once(stage_c: World, admin: Cluster, layout: Layout, label: str) -> dict
     pulls = sorted({e["message"] for e in events if e.get("reason") == "Pulling"
                     and e["involvedObject"].get("name") in pod_names})
     result = {"name": name, "run": run, "seconds": round(seconds, 1), "taskruns": tasks, "pods": pods,
-              "pulls": pulls, "overhead": {t: pod_overhead(p) for t, p in pods.items()}}
+              "pulls": pulls, "overhead": {t: pod_overhead(p) for t, p in pods.items()},
+              "fields_before": fields_before, "fields_after": suite_fields(admin, stage_c.namespace)}
     stage_c.runs[label] = result
     write_numbers(layout, stage_c)
     return result
@@ -343,3 +370,10 @@ def test_second_run_with_nothing_changed_builds_nothing(first_run: dict[str, Any
     assert "kmod-build: building" not in log
     # Every image the run needs was pulled by the first one: the node pulls nothing.
     assert second_run["pulls"] == []
+
+
+def test_second_run_changes_nothing_the_suite_applied(second_run: dict[str, Any]) -> None:
+    # apply-manifests applies every object again (server-side apply PATCHes, 200 in the audit log),
+    # and the API server persists none: no generation and no managedFields time of the suite moves.
+    assert len(second_run["fields_before"]) >= 8, second_run["fields_before"]
+    assert second_run["fields_after"] == second_run["fields_before"]
