@@ -31,7 +31,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,6 +122,8 @@ class Observed:
     kind: str  # run | refused | accepted | wrapper-refused
     status: str = ""  # the run's status; for several runs in a file, each joined by ","
     tasks: dict[str, str] = field(default_factory=dict)  # "<run>/<task>" or "<task>" -> status[/reason]
+    results: dict[str, dict[str, str]] = field(default_factory=dict)  # same keys -> the task's results
+    run_results: list[dict[str, Any]] = field(default_factory=list)  # per run: the Pipeline's results
     features: list[str] = field(default_factory=list)  # refused: the features the problems name
     problems: list[str] = field(default_factory=list)
     log: str = ""
@@ -331,7 +333,9 @@ def entrypoint_steps(value: Any) -> Iterator[str]:
                 yield from entrypoint_steps(item)
 
 
-def run_example(root: Path, relative: str) -> Observed:
+def run_example(root: Path, relative: str, local: Callable[[str], str] = local_command) -> Observed:
+    """`local` gives the local command that stands for an image (the differential test of e2e/ maps
+    every image to the e2e cluster's shell image's own busybox)."""
     require_busybox()
     path = root / "examples/v1" / relative
     docs = load_documents(path)
@@ -343,7 +347,7 @@ def run_example(root: Path, relative: str) -> Observed:
         assert evidence in path.read_text(), f"{relative} no longer holds {evidence!r}: review NOT_HERE"
         if expect is None:
             return Observed("not-runnable", problems=[reason])
-    commands = {image: local_command(image) for image in images(docs)}
+    commands = {image: local(image) for image in images(docs)}
     observed = Observed("run")
     statuses: list[str] = []
     with tempfile.TemporaryDirectory(prefix="tekton-example-") as tmp:
@@ -373,6 +377,8 @@ def run_example(root: Path, relative: str) -> Observed:
             for state in outcome.tasks:
                 shown = state.status if state.status == "Succeeded" else f"{state.status}/{state.reason}"
                 observed.tasks[prefix + state.name] = shown
+                observed.results[prefix + state.name] = dict(state.results)
+            observed.run_results.append(dict(outcome.results))
             observed.log += out.getvalue()
     observed.status = ",".join(statuses)
     if relative in NOT_HERE:
