@@ -44,9 +44,8 @@ def kmod_builder_ref() -> str:
 
 def builder_script() -> str:
     """The stand-in dpdk_build.sh of cssr_tasks.sim.kmod_standin, with the image's paths."""
-    # write_builder() bakes in the host's interpreter; the image has its own python3.
-    build = kmod_standin._REAL_BUILD.format(source=KMOD_SOURCE, python="/usr/bin/python3")
-    return kmod_standin._BUILDER.format(record=BUILD_RECORD, build=build)
+    # the image's own python3, not this process's
+    return kmod_standin.builder_script(record=BUILD_RECORD, source=KMOD_SOURCE, python="/usr/bin/python3")
 
 
 def kmod_builder_context(layout: Layout) -> Path:

@@ -194,11 +194,16 @@ _SYNTHETIC_BUILD = """echo "stand-in builder: no kernel headers here; writing sy
 """
 
 
+def builder_script(*, record: Path | str, source: Path | str | None, python: str = sys.executable) -> str:
+    """The stand-in builder script: a real igb_uio build from `source`, or synthetic modules (None).
+    `python` is the interpreter it records the build with: this process's, or an image's own."""
+    build = _REAL_BUILD.format(source=source, python=python) if source else _SYNTHETIC_BUILD.format(python=python)
+    return _BUILDER.format(record=record, build=build)
+
+
 def write_builder(path: Path, *, record: Path, source: Path | None) -> Path:
-    """The stand-in builder script at `path`: a real igb_uio build from `source`, or synthetic modules (None)."""
-    build = _REAL_BUILD.format(source=source, python=sys.executable) if source else \
-        _SYNTHETIC_BUILD.format(python=sys.executable)
-    path.write_text(_BUILDER.format(record=record, build=build))
+    """The stand-in builder script at `path`, run on this machine."""
+    path.write_text(builder_script(record=record, source=source))
     path.chmod(0o755)
     return path
 
