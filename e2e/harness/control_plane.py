@@ -205,18 +205,24 @@ def up(layout: Layout, timeout: float = 180.0) -> dict[str, dict[str, object]]:
     result: dict[str, dict[str, object]] = {}
     restarted = False
     for name in ORDER:
-        argv = argvs[name]
-        if not restarted and processes.running(name, argv) and checks[name]()[0]:
-            say(f"{name} is running and healthy (pid {processes.records()[name].pid}); reusing it")
-            result[name] = {"reused": True, "seconds_to_ready": 0.0}
-            continue
         # Whatever comes after a restarted component is restarted too: it may hold stale state.
-        restarted = True
-        processes.start(name, argv, layout.logs / f"{name}.log")
-        seconds = wait_until(name, checks[name], processes, timeout)
-        say(f"{name} serves after {seconds:.1f} s")
-        result[name] = {"reused": False, "seconds_to_ready": round(seconds, 2)}
+        result[name] = start_or_reuse(processes, name, argvs[name], checks[name],
+                                      log=layout.logs / f"{name}.log", timeout=timeout, restart=restarted)
+        restarted = restarted or not result[name]["reused"]
     return result
+
+
+def start_or_reuse(processes: Processes, name: str, argv: list[str], probe: Callable[[], tuple[bool, str]],
+                   *, log: Path, timeout: float, restart: bool) -> dict[str, object]:
+    """Reuse the recorded process when it runs healthy with this argv (and `restart` is false); else
+    start it and wait until its probe passes. Says which, and how long the wait took."""
+    if not restart and processes.running(name, argv) and probe()[0]:
+        say(f"{name} is running and healthy (pid {processes.records()[name].pid}); reusing it")
+        return {"reused": True, "seconds_to_ready": 0.0}
+    processes.start(name, argv, log)
+    seconds = wait_until(name, probe, processes, timeout)
+    say(f"{name} is healthy after {seconds:.1f} s")
+    return {"reused": False, "seconds_to_ready": round(seconds, 2)}
 
 
 def down(layout: Layout, first: list[str] | None = None,

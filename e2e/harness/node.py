@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import containerd, kubelet, node_images
-from .control_plane import wait_until, write_kubeconfig
+from .control_plane import start_or_reuse, wait_until, write_kubeconfig
 from .layout import Layout
 from .log import say
 from .processes import Processes
@@ -47,16 +47,9 @@ def up(layout: Layout, *, timeout: float = 180.0) -> dict[str, Any]:
               "kube-proxy": kubelet.kube_proxy_healthy}
     restarted = False
     for name in ORDER:
-        argv = argvs[name]
-        if not restarted and processes.running(name, argv) and checks[name]()[0]:
-            say(f"{name} is running and healthy (pid {processes.records()[name].pid}); reusing it")
-            result[name] = {"reused": True, "seconds_to_ready": 0.0}
-        else:
-            restarted = True
-            processes.start(name, argv, layout.logs / f"{name}.log")
-            seconds = wait_until(name, checks[name], processes, timeout)
-            say(f"{name} is healthy after {seconds:.1f} s")
-            result[name] = {"reused": False, "seconds_to_ready": round(seconds, 2)}
+        result[name] = start_or_reuse(processes, name, argvs[name], checks[name],
+                                      log=layout.logs / f"{name}.log", timeout=timeout, restart=restarted)
+        restarted = restarted or not result[name]["reused"]
         if name == "containerd":
             result["imports"] = {b.ref: containerd.import_image(layout, b.archive, b.ref, b.key) for b in images}
         if name == "kubelet":
