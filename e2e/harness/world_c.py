@@ -180,24 +180,22 @@ def folder(name: str) -> Path:
     return path
 
 
-def modules_volume(namespace: str, name: str = "modules") -> dict[str, Any]:
+def modules_volume(namespace: str) -> dict[str, Any]:
     """A hostPath PV pre-bound to the namespace's modules claim (class and size of deploy/modules-pvc.yaml)."""
-    path = folder(f"{namespace}-{name}")
-    return {"apiVersion": "v1", "kind": "PersistentVolume",
-            "metadata": {"name": f"e2e-{namespace}-{name}", "labels": {"cssr-e2e/pv": namespace}},
-            "spec": {"capacity": {"storage": "5Gi"}, "accessModes": ["ReadWriteMany"],
-                     "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "ocs-storagecluster-cephfs",
-                     "claimRef": {"namespace": namespace, "name": name},
-                     "hostPath": {"path": str(path), "type": "Directory"}}}
+    return _bound_volume(namespace, "modules", "5Gi", "ReadWriteMany")
 
 
-def data_volume(namespace: str, claim: str = "cssr-data-cssr-0") -> dict[str, Any]:
+def data_volume(namespace: str) -> dict[str, Any]:
     """A hostPath PV pre-bound to router pod 0's data claim (the StatefulSet's volumeClaimTemplate:
     RWO 512Mi of data-storage-class), so that the pod's only reason to stay Pending is its node."""
+    return _bound_volume(namespace, "cssr-data-cssr-0", "512Mi", "ReadWriteOnce")
+
+
+def _bound_volume(namespace: str, claim: str, size: str, mode: str) -> dict[str, Any]:
     path = folder(f"{namespace}-{claim}")
     return {"apiVersion": "v1", "kind": "PersistentVolume",
             "metadata": {"name": f"e2e-{namespace}-{claim}", "labels": {"cssr-e2e/pv": namespace}},
-            "spec": {"capacity": {"storage": "512Mi"}, "accessModes": ["ReadWriteOnce"],
+            "spec": {"capacity": {"storage": size}, "accessModes": [mode],
                      "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "ocs-storagecluster-cephfs",
                      "claimRef": {"namespace": namespace, "name": claim},
                      "hostPath": {"path": str(path), "type": "Directory"}}}
