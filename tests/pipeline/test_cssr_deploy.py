@@ -74,15 +74,20 @@ class Run:
         return {t.name: t.status for t in self.outcome.tasks}
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+def demo_tools() -> Tools:
+    """What a demo with real builds needs (root, buildah, a registry, kbuild and Debian's headers), found."""
     require_root()
     headers, source = kmod_standin.debian_headers(), kmod_standin.igb_uio_source()
     require_tool("buildah", REGISTRY_BIN, "openssl", "make", "gcc", str(headers or "/" + kmod_standin.HEADERS_GLOB),
                  str(source or "/" + kmod_standin.SOURCE_GLOB))
     tools = Tools.detect()
     assert (tools.buildah, tools.registry, tools.headers) == (True, True, True)
-    with Demo(tmp_path_factory.mktemp("demo"), tools) as world:
+    return tools
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    with Demo(tmp_path_factory.mktemp("demo"), demo_tools()) as world:
         yield world
         assert world.workloads is not None and world.workloads.errors == []
 

@@ -21,12 +21,9 @@ from cssr_tasks.elf import read_module
 from cssr_tasks.kmod_checks import verify_tree
 from cssr_tasks.sim import demo as simdemo
 from cssr_tasks.sim import fixtures as fx
-from cssr_tasks.sim import kmod_standin
-from cssr_tasks.sim.demo import Demo, Tools
-from cssr_tasks.sim.images import REGISTRY_BIN
+from cssr_tasks.sim.demo import Demo
 
-from .test_cssr_deploy import Run, require_root, run
-from support import require_tool
+from .test_cssr_deploy import Run, demo_tools, run
 
 pytestmark = [pytest.mark.tools, pytest.mark.slow]
 
@@ -39,11 +36,7 @@ SELECTOR = f"node-role.kubernetes.io/worker=,{LABEL}=true"
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    require_root()
-    headers, source = kmod_standin.debian_headers(), kmod_standin.igb_uio_source()
-    require_tool("buildah", REGISTRY_BIN, "openssl", "make", "gcc", str(headers or "/" + kmod_standin.HEADERS_GLOB),
-                 str(source or "/" + kmod_standin.SOURCE_GLOB))
-    with Demo(tmp_path_factory.mktemp("hostpath"), Tools.detect()) as world:
+    with Demo(tmp_path_factory.mktemp("hostpath"), demo_tools()) as world:
         assert world.sim is not None
         for name in TARGETS:
             node = world.sim.get("v1", "Node", name)
