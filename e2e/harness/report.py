@@ -104,7 +104,7 @@ def timings(steps: dict[str, Any], builds: dict[str, Any]) -> dict[str, Any]:
 # Stage B's tests need Tekton's webhook and controller, Stage C's the node; every other test
 # file is Stage A's.
 STAGE_B_TESTS = ("test_tekton.py",)
-STAGE_C_TESTS = ("test_node.py", "test_images.py", "test_pipeline_run.py")
+STAGE_C_TESTS = ("test_node.py", "test_images.py", "test_pipeline_run.py", "test_tekton_differential.py")
 
 
 def run_tests(layout: Layout, entry: dict[str, Any], stage: str) -> None:
