@@ -86,6 +86,15 @@ def token_kubeconfig(layout: Layout, admin: Cluster, namespace: str, account: st
     return path
 
 
+def wait_for(what: str, check: Any, timeout: float = 60.0, interval: float = 0.5) -> Any:
+    """check()'s first truthy value; fails naming `what` when none came within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"{what} not there after {timeout:.0f} s"
+        time.sleep(interval)
+    return value
+
+
 RBAC_KINDS = {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
 # deploy/ also holds the tasks image's BuildConfig and ImageStream: OpenShift APIs without a CRD here.
 NOT_SERVED = {"BuildConfig", "ImageStream"}

@@ -31,7 +31,7 @@ from e2e.harness.layout import NODE_NAME, Layout
 from cssr_tasks import elf
 from cssr_tasks.cluster import Cluster
 
-from conftest import NOT_SERVED, ROOT
+from conftest import NOT_SERVED, ROOT, wait_for
 
 NAMESPACE = f"cssr-run-{int(time.time())}"
 NAMESPACE_PREFIX = "cssr-run-"
@@ -81,13 +81,6 @@ def clean_earlier(admin: Cluster, kubectl: Any) -> None:
         if not folder.name.startswith(NAMESPACE):
             shutil.rmtree(folder, ignore_errors=True)
 
-
-def wait_for(what: str, check: Any, timeout: float, interval: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"{what} not there after {timeout:.0f} s"
-        time.sleep(interval)
-    return value
 
 
 @pytest.fixture(scope="module")

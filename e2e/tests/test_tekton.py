@@ -25,7 +25,7 @@ from e2e.harness.processes import Processes
 
 from cssr_tasks.cluster import Cluster
 
-from conftest import NOT_SERVED, ROOT, audit_events
+from conftest import NOT_SERVED, ROOT, audit_events, wait_for
 
 ADMIN = "cssr-e2e-admin"
 MUTATING = "webhook.pipeline.tekton.dev"
@@ -125,13 +125,6 @@ def test_a_broken_task_is_refused_by_the_webhook(kubectl: Any, admin: Cluster, n
     kubectl("apply", "--server-side", "-f", "-",
             stdin=json.dumps(broken_task(namespace, {"script": "echo $(params.declared)"})))
 
-
-def wait_for(what: str, check: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"{what} not there after {timeout:.0f} s"
-        time.sleep(0.5)
-    return value
 
 
 def test_controller_picks_up_a_taskrun_and_makes_its_pod(admin: Cluster, namespace: str) -> None:

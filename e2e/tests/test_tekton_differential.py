@@ -41,7 +41,7 @@ from e2e.harness.layout import Layout
 from cssr_tasks.cluster import Cluster
 from pipeline.tekton_examples import Observed, module_dir, run_example
 
-from conftest import ROOT
+from conftest import ROOT, wait_for
 
 # run-and-match examples whose steps need only sh and busybox applets (those of an Ubuntu image too,
 # when its scripts use nothing else); together they cover string and array params (defaults,
@@ -210,13 +210,6 @@ def start(admin: Cluster, kubectl: Any, example: str, image: str) -> Started:
             if doc["kind"] in ("PipelineRun", "TaskRun")]
     return Started(example, namespace, runs, time.monotonic(), pvs)
 
-
-def wait_for(what: str, check: Any, timeout: float, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"{what} not there after {timeout:.0f} s"
-        time.sleep(interval)
-    return value
 
 
 def condition(obj: dict[str, Any]) -> dict[str, Any]:
