@@ -8,6 +8,8 @@ signalled; `stop` signals only recorded PIDs, never processes found by name.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -43,11 +45,24 @@ class Processes:
             return {}
         return {name: Record(**fields) for name, fields in json.loads(self.path.read_text()).items()}
 
-    def _save(self, records: dict[str, Record]) -> None:
+    @contextlib.contextmanager
+    def _locked(self):  # type: ignore[no-untyped-def]
+        # Two harness calls (a test starting its component beside `up`) must not lose each other's records.
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({n: asdict(r) for n, r in records.items()}, indent=2))
-        os.replace(tmp, self.path)
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _update(self, name: str, record: Record | None) -> None:
+        with self._locked():
+            records = self.records()
+            if record is None:
+                records.pop(name, None)
+            else:
+                records[name] = record
+            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({n: asdict(r) for n, r in records.items()}, indent=2))
+            os.replace(tmp, self.path)
 
     @staticmethod
     def alive(record: Record) -> bool:
@@ -74,15 +89,12 @@ class Processes:
                                     start_new_session=True, env={**os.environ, **(env or {})})
         record = Record(name=name, pid=proc.pid, binary=str(Path(argv[0]).resolve()),
                         config=config_hash(argv, env), log=str(log), started=time.time())
-        records = self.records()
-        records[name] = record
-        self._save(records)
+        self._update(name, record)
         say(f"started {name} (pid {proc.pid}), log {log}")
         return record
 
     def stop(self, name: str, timeout: float = 20.0) -> None:
-        records = self.records()
-        record = records.pop(name, None)
+        record = self.records().get(name)
         if record is None:
             return
         if self.alive(record):
@@ -97,7 +109,7 @@ class Processes:
                 os.kill(record.pid, signal.SIGKILL)
             self._reap(record.pid)
             say(f"stopped {name} (pid {record.pid}) in {time.monotonic() - began:.1f} s")
-        self._save(records)
+        self._update(name, None)
 
     @staticmethod
     def _exists(pid: int) -> bool:
