@@ -51,12 +51,21 @@ COMPONENTS = (
     Component("tekton-nop", "tekton", "github.com/tektoncd/pipeline/cmd/nop"),
     Component("tekton-sidecarlogresults", "tekton", "github.com/tektoncd/pipeline/cmd/sidecarlogresults"),
     Component("tekton-workingdirinit", "tekton", "github.com/tektoncd/pipeline/cmd/workingdirinit"),
+    # Stage D: cluster DNS, Tekton Triggers (each binary becomes an image FROM scratch), Multus.
+    Component("coredns", "coredns", "github.com/coredns/coredns"),
+    Component("triggers-controller", "triggers", "github.com/tektoncd/triggers/cmd/controller"),
+    Component("triggers-webhook", "triggers", "github.com/tektoncd/triggers/cmd/webhook"),
+    Component("triggers-interceptors", "triggers", "github.com/tektoncd/triggers/cmd/interceptors"),
+    Component("triggers-eventlistenersink", "triggers", "github.com/tektoncd/triggers/cmd/eventlistenersink"),
+    Component("multus", "multus", "gopkg.in/k8snetworkplumbingwg/multus-cni.v4/cmd/multus"),
 )
 
 STAGE_A = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 STAGE_B = ("tekton-controller", "tekton-webhook", "tkn")
 TEKTON_IMAGES = ("tekton-entrypoint", "tekton-nop", "tekton-sidecarlogresults", "tekton-workingdirinit")
 STAGE_C = ("kubelet", "kube-proxy", "crictl")
+STAGE_D = ("coredns", "triggers-controller", "triggers-webhook", "triggers-interceptors",
+           "triggers-eventlistenersink", "multus")
 
 
 class BuildError(RuntimeError):
