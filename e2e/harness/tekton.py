@@ -68,15 +68,16 @@ class TektonError(RuntimeError):
     pass
 
 
-def config_dir(layout: Layout) -> Path:
-    """config/ of the pinned release in the Go module cache (`go mod download` fetches it if missing)."""
-    module_dir = E2E / "build" / "tekton"
-    proc = subprocess.run(["go", "mod", "download", "-json", MODULE], cwd=module_dir, env=go_env(layout),
+def config_dir(layout: Layout, module: str = MODULE, wrapper: str = "tekton") -> Path:
+    """config/ of the pinned release in the Go module cache (`go mod download` fetches it if missing);
+    `module` as pinned by build/<wrapper>/go.mod (Stage D's Triggers use it too)."""
+    module_dir = E2E / "build" / wrapper
+    proc = subprocess.run(["go", "mod", "download", "-json", module], cwd=module_dir, env=go_env(layout),
                           capture_output=True, text=True, check=False)
     folder = json.loads(proc.stdout or "{}").get("Dir", "")
     if proc.returncode or not folder or not (Path(folder) / "config").is_dir():
         detail = (proc.stderr or proc.stdout).strip()[-300:]
-        raise TektonError(f"go mod download {MODULE} in {module_dir} failed: {detail}")
+        raise TektonError(f"go mod download {module} in {module_dir} failed: {detail}")
     return Path(folder) / "config"
 
 
