@@ -12,16 +12,19 @@ change) and comes back Done on the target; the pool's counts follow; last, statu
 becomes the target and the conditions settle. `flaps=True` adds the transient condition flips
 seen on real clusters (Updated=True while nodes still update, a short Degraded). A config with
 the same osImageURL and kernelType (a chrony file) reboots nothing into a new kernel.
+
+The store is anything with the simulated cluster's `put(obj)` and `get(api, kind, name)`: the e2e
+tier passes one that writes to a real API server (e2e/harness/mco.py), with its own release table
+(RHCOS version and kernels per release, in the shape of fixtures.RELEASES).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
 
-from . import SimulatedCluster
 from . import fixtures as fx
 
 MCO_API = "machineconfiguration.openshift.io/v1"
@@ -31,20 +34,31 @@ STATE = "machineconfiguration.openshift.io/state"
 RHCOS_REPOSITORY = "quay.io/openshift-release-dev/ocp-v4.0-art-dev"
 
 
-def os_image_url(release: str) -> str:
-    return f"{RHCOS_REPOSITORY}@{fx.digest('rhel-coreos ' + fx.RELEASES[release][0])}"
+Releases = Mapping[str, tuple[str, str, str]]  # release -> (RHCOS version, kernel, realtime kernel)
 
 
-def kernel_of(release: str, kernel_type: str) -> str:
-    _, kernel, rt = fx.RELEASES[release]
+class Store(Protocol):
+    def put(self, obj: dict[str, Any]) -> dict[str, Any]: ...
+
+    def get(self, api_version: str, kind: str, name: str,
+            namespace: str | None = None) -> dict[str, Any] | None: ...
+
+
+def os_image_url(release: str, releases: Releases = fx.RELEASES) -> str:
+    return f"{RHCOS_REPOSITORY}@{fx.digest('rhel-coreos ' + releases[release][0])}"
+
+
+def kernel_of(release: str, kernel_type: str, releases: Releases = fx.RELEASES) -> str:
+    _, kernel, rt = releases[release]
     return rt if kernel_type == "realtime" else kernel
 
 
 class Upgrades:
     """The Machine Config Operator's side of a rollout, one step at a time."""
 
-    def __init__(self, sim: SimulatedCluster) -> None:
+    def __init__(self, sim: Store, releases: Releases = fx.RELEASES) -> None:
         self.sim = sim
+        self.releases = releases
         self.configs: dict[str, dict[str, Any]] = {}  # rendered name -> {release, kernel_type}
         self.members: dict[str, list[str]] = {}  # pool -> node names
 
@@ -56,12 +70,12 @@ class Upgrades:
         `roles`, as worker-cnf nodes keep the worker label) and its rendered config."""
         config = self.render(name, release=release, kernel_type=kernel_type)
         labels = {f"node-role.kubernetes.io/{role}": "" for role in roles}
-        rhcos = fx.RELEASES[release][0]
+        rhcos = self.releases[release][0]
         self.members[name] = []
         for i in range(nodes):
             node_name = f"{prefix or name}-{i}"
-            self.sim.put(fx.node(node_name, kernel=kernel_of(release, kernel_type), rhcos=rhcos, role=name,
-                                 labels=labels, config=config))
+            kernel = kernel_of(release, kernel_type, self.releases)
+            self.sim.put(fx.node(node_name, kernel=kernel, rhcos=rhcos, role=name, labels=labels, config=config))
             self.members[name].append(node_name)
         self.sim.put(fx.pool(name, machine_count=nodes, config=config))
         return config
@@ -82,7 +96,7 @@ class Upgrades:
                                      "uid": hashlib.md5(pool.encode()).hexdigest(), "controller": True}],
             },
             "spec": {
-                "osImageURL": os_image_url(release),
+                "osImageURL": os_image_url(release, self.releases),
                 "kernelType": kernel_type,
                 "kernelArguments": [],
                 "extensions": [],
@@ -132,8 +146,8 @@ class Upgrades:
         self.set_conditions(name, updated=False, updating=True, unavailableMachineCount=1)
         spec = self.configs[target]
         info = node["status"]["nodeInfo"]
-        info["kernelVersion"] = kernel_of(spec["release"], spec["kernel_type"])
-        info["osImage"] = fx.os_image(fx.RELEASES[spec['release']][0])
+        info["kernelVersion"] = kernel_of(spec["release"], spec["kernel_type"], self.releases)
+        info["osImage"] = fx.os_image(self.releases[spec["release"]][0])
         info["bootID"] = hashlib.md5(f"boot {node_name} {target}".encode()).hexdigest()
         node["metadata"]["annotations"][CURRENT] = target
         node["metadata"]["annotations"][STATE] = "Done"
