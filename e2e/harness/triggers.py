@@ -8,7 +8,8 @@ The four binaries are built from build/triggers/go.mod (build.py) and put FROM s
 the module cache (never a copy) are applied server-side, minus config/300-* (the CRDs: Stage A
 installs the same files), with two rewrites, both what Triggers' release does
 (tekton/publish.yaml): `ko resolve` puts the image for each `ko://` path, here by digest, and sed
-turns the "devel" release labels and triggers-info's version into the release tag.
+turns the "devel" release labels and triggers-info's version into the release tag. One setting
+differs: EventListener sinks log at debug (EVENTLISTENER_LOG_LEVEL says why).
 
 Nothing else differs from the release: the API server reaches the webhook through its ClusterIP
 Service (kube-proxy's rules apply to the host's own connections too), and the sink reaches the core
@@ -49,6 +50,12 @@ CEL_INTERCEPTOR = "cel"
 # tekton/publish.yaml's three seds over the resolved YAML.
 RELEASE_SEDS = (r'(triggers.tekton.dev/release): "devel"', r'(app.kubernetes.io/version): "devel"',
                 r'(version): "devel"')
+# The one change to the release's settings: EventListener sinks log at debug. A sink logs an event
+# its interceptor rejects only at debug ("interceptor stopped trigger processing", pkg/sink/sink.go),
+# and the tests wait for that line per event ID rather than sleep. At debug a sink also logs each
+# event's headers (the test token among them).
+LOGGING = "config-logging-triggers"
+EVENTLISTENER_LOG_LEVEL = {"loglevel.eventlistener": "debug"}
 
 
 class TriggersError(RuntimeError):
@@ -101,6 +108,9 @@ def objects(config: Path, refs: dict[str, str]) -> list[dict[str, Any]]:
             raise TriggersError(f"{file} names an image this harness does not build ({text.split('ko://')[1][:80]}); "
                                 "add its cmd to triggers.COMMANDS and build.py")
         docs += [d for d in yaml.safe_load_all(text) if d]
+    for doc in docs:
+        if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == LOGGING:
+            doc["data"].update(EVENTLISTENER_LOG_LEVEL)
     return docs
 
 
