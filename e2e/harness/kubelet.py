@@ -22,6 +22,8 @@ from typing import Any
 import yaml
 
 from .layout import (
+    CLUSTER_DNS_IP,
+    CLUSTER_DOMAIN,
     HOST,
     KUBE_PROXY_HEALTHZ_PORT,
     KUBE_PROXY_METRICS_PORT,
@@ -66,7 +68,9 @@ def kubelet_config(layout: Layout) -> dict[str, Any]:
         "cgroupDriver": "cgroupfs", "cgroupRoot": CGROUP_ROOT, "failCgroupV1": False, "failSwapOn": False,
         "containerRuntimeEndpoint": f"unix://{layout.containerd_socket}",
         "podLogsDir": str(pod_logs(layout)),
-        "clusterDomain": "cluster.local",
+        # Pods resolve through the kube-dns Service (Stage D, dns.py): the kubelet writes its IP and
+        # the search list of the pod's namespace into each pod's /etc/resolv.conf (dnsPolicy ClusterFirst).
+        "clusterDomain": CLUSTER_DOMAIN, "clusterDNS": [CLUSTER_DNS_IP],
         # A busy CI disk must not evict the test pods: only a nearly full one does.
         "evictionHard": {"memory.available": "50Mi", "nodefs.available": "2%", "imagefs.available": "2%"},
         "imageGCHighThresholdPercent": 99, "imageGCLowThresholdPercent": 98,
@@ -98,11 +102,11 @@ def write_configs(layout: Layout) -> None:
         for name in ("cpuset.cpus", "cpuset.mems"):
             if (path / name).exists() and not (path / name).read_text().strip():
                 (path / name).write_text((path.parent / name).read_text())
-    _write_if_changed(layout.node / "kubelet.yaml", yaml.safe_dump(kubelet_config(layout), sort_keys=False))
-    _write_if_changed(layout.node / "kube-proxy.yaml", yaml.safe_dump(kube_proxy_config(layout), sort_keys=False))
+    write_if_changed(layout.node / "kubelet.yaml", yaml.safe_dump(kubelet_config(layout), sort_keys=False))
+    write_if_changed(layout.node / "kube-proxy.yaml", yaml.safe_dump(kube_proxy_config(layout), sort_keys=False))
 
 
-def _write_if_changed(path: Path, text: str) -> None:
+def write_if_changed(path: Path, text: str) -> None:
     # kube-proxy watches its config file and exits on any write to it ("content of the proxy
     # server's configuration file was updated"): a rerun must not touch an unchanged file.
     if not path.exists() or path.read_text() != text:

@@ -49,6 +49,14 @@ KUBELET_PORT = 20250
 KUBELET_HEALTHZ_PORT = 20248
 KUBE_PROXY_METRICS_PORT = 20249
 KUBE_PROXY_HEALTHZ_PORT = 20256
+# Stage D, cluster DNS: CoreDNS serves port 53 on NODE_IP only (the `bind` plugin), behind the
+# kube-dns Service's clusterIP that the kubelet writes into pods' resolv.conf; its health, ready
+# and metrics ports sit away from the defaults (8080, 8181, 9153).
+CLUSTER_DOMAIN = "cluster.local"
+CLUSTER_DNS_IP = "10.96.0.10"
+COREDNS_HEALTH_PORT = 28054
+COREDNS_READY_PORT = 28055
+COREDNS_METRICS_PORT = 29153
 
 
 @dataclass(frozen=True)

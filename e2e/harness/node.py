@@ -47,8 +47,9 @@ def up(layout: Layout, *, timeout: float = 180.0) -> dict[str, Any]:
               "kube-proxy": kubelet.kube_proxy_healthy}
     restarted = False
     for name in ORDER:
+        stale = name == "kubelet" and changed_since_start(processes, name, layout.node / "kubelet.yaml")
         result[name] = start_or_reuse(processes, name, argvs[name], checks[name],
-                                      log=layout.logs / f"{name}.log", timeout=timeout, restart=restarted)
+                                      log=layout.logs / f"{name}.log", timeout=timeout, restart=restarted or stale)
         restarted = restarted or not result[name]["reused"]
         if name == "containerd":
             result["imports"] = {b.ref: containerd.import_image(layout, b.archive, b.ref, b.key) for b in images}
@@ -60,6 +61,17 @@ def up(layout: Layout, *, timeout: float = 180.0) -> dict[str, Any]:
             result["node_ready_seconds"] = round(time.monotonic() - node_began + result[name]["seconds_to_ready"], 2)
     result["seconds_to_ready_node"] = round(time.monotonic() - began, 2)
     return result
+
+
+def changed_since_start(processes: Processes, name: str, config: Path) -> bool:
+    """The config file was written after the recorded process started. Reuse is keyed on argv, and a
+    process that reads its config file once (the kubelet, CoreDNS) would keep serving the old one;
+    config files are written only when their content changes, so their mtime marks the change."""
+    record = processes.records().get(name)
+    if record is None or not config.exists() or config.stat().st_mtime <= record.started:
+        return False
+    say(f"{config} changed after {name} (pid {record.pid}) started; restarting it")
+    return True
 
 
 def _mounts_under(root: Path) -> list[str]:
