@@ -5,9 +5,10 @@
   of cssr_tasks.sim.ssr (the smoke tests' and `make demo`'s) served over HTTPS on port 443 as the
   container's main process, and what the StatefulSet's other containers run in the router image.
 - standin/kmod-builder: e2e/images/kmod-builder-standin/Containerfile FROM the Debian base of the
-  tasks image: a real kbuild of igb_uio with Debian's gcc, make and kernel headers (the release of
-  the host's linux-headers-*-amd64, whose copies are the kernel trees of the e2e world) and the
-  igb_uio source of the host's dpdk-kmods-dkms. Its /usr/bin/dpdk_build.sh is the stand-in builder
+  tasks image: a real kbuild of igb_uio with Debian's gcc, make and the kernel headers of every
+  kernel of e2e/kernels.txt (the Driver Toolkit stand-ins hold copies of their arch trees, whose
+  links into -common and kbuild resolve in this image) and the igb_uio source of the host's
+  dpdk-kmods-dkms. Its /usr/bin/dpdk_build.sh is the stand-in builder
   the module tests and `make demo` run (cssr_tasks.sim.kmod_standin), with the image's python3.
 """
 
@@ -17,9 +18,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from cssr_tasks import kernels
 from cssr_tasks.sim import kmod_standin
 
-from . import registry, tasks_image
+from . import kernel_trees, registry, tasks_image
 from .image_build import Buildah, ImageError, content_key, ensure
 from .layout import E2E, ROOT, Layout
 
@@ -30,16 +32,10 @@ BUILDER = "/usr/bin/dpdk_build.sh"
 BUILD_RECORD = "/tmp/dpdk_build.kernels"
 
 
-def headers_release() -> str:
-    headers = kmod_standin.debian_headers()
-    if headers is None:
-        raise ImageError("no /usr/src/linux-headers-*-amd64; install linux-headers-amd64 "
-                         "(scripts/install-system-deps does)")
-    return kmod_standin.release_of(headers)
-
-
 def kmod_builder_ref() -> str:
-    return f"{registry.ADDRESS}/standin/kmod-builder:{headers_release()}"
+    # Tagged by the set of kernels it builds for, so that a node holding the image of another set
+    # pulls this one (the node pulls a tag only if it lacks it).
+    return f"{registry.ADDRESS}/standin/kmod-builder:kernels-{kernels.kernel_set_id(kernel_trees.kernels())}"
 
 
 def builder_script() -> str:
@@ -66,7 +62,7 @@ def kmod_builder_context(layout: Layout) -> Path:
 def kmod_builder(layout: Layout, buildah: Buildah) -> dict[str, Any]:
     source = kmod_standin.igb_uio_source()
     files = sorted(p for p in source.rglob("*") if p.is_file()) if source else []
-    args = {"HEADERS": f"linux-headers-{headers_release()}"}
+    args = {"HEADERS": " ".join(f"linux-headers-{k}" for k in kernel_trees.kernels())}
     key = content_key(KMOD_BUILDER_CONTAINERFILE, tasks_image.debian_key(), builder_script(), str(args),
                       *(str(f.relative_to(source)) for f in files if source), *files)
     ref = kmod_builder_ref()

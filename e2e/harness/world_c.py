@@ -4,12 +4,12 @@ on a cluster whose only real node cannot load kernel modules.
 The real node (cssr-e2e-node) runs kernel 6.18 built without module support (no /proc/modules)
 and no kernel-devel for it exists here: no DPDK module can ever be built for it. So the nodes the
 pipeline targets are kubelet-less stand-in Node objects, `rhcos-standin-<i>`, labelled as the
-nodes of an OpenShift `worker-cnf` pool and reporting, as their kernel, the release of Debian's
-kernel headers installed on this machine (whose real kbuild tree exists). They are tainted
+nodes of an OpenShift `worker-cnf` pool and reporting, as their kernel, RHCOS 4.17's kernel of
+e2e/kernels.txt: Debian's headers installed on this machine (a real kbuild tree; kernel_trees.py). They are tainted
 NoSchedule (TAINT): every TaskRun pod lands on the real node and runs in real containers; the
 router pods, which must run on the target nodes, stay Pending (there is no kubelet to run them).
 
-- Nodes: modelled on cssr_tasks.sim.fixtures.node (nodeInfo's ten fields of an RHCOS 4.16 node,
+- Nodes: modelled on cssr_tasks.sim.fixtures.node (nodeInfo's ten fields of an RHCOS 4.17 node,
   MCO annotations), with the Debian kernel; kept Ready by operators.NodeLeases.
 - MachineConfigPool `worker-cnf` (the real CRD, Stage A): status as the MCO writes a settled pool
   (fixtures.pool).
@@ -18,8 +18,9 @@ router pods, which must run on the target nodes, stay Pending (there is no kubel
   open) so that detect-kernel's GET of the stream is served; the stream is fixtures.driver_toolkit's
   shape, naming the DTK stand-in image by digest in the local registry (status.dockerImageRepository,
   which detect-kernel's `internal` dtk-source uses, as the cluster registry's name would be).
-- The DTK stand-in image (standin/driver-toolkit): cssr_tasks.sim.images.fake_dtk_rootfs with
-  Debian's real headers, FROM scratch, /etc/driver-toolkit-release.json alone in the last layer.
+- The DTK stand-in image of a release (standin/driver-toolkit:<RHCOS version>):
+  cssr_tasks.sim.images.fake_dtk_rootfs with the real Debian trees of the release's kernel and
+  realtime kernel, FROM scratch, /etc/driver-toolkit-release.json alone in the last layer.
 - The buildah stand-in (standin/buildah): the Task's default buildah image is UBI's, unreachable
   here; the e2e install patches that param default (the only change to the suite's objects).
 - SriovNetworkNodeStates: fixtures of the SR-IOV config daemon (sim.workloads.node_state);
@@ -32,14 +33,15 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from cssr_tasks.sim import fixtures, kmod_standin, workloads
 from cssr_tasks.sim import images as sim_images
 
-from . import registry, tasks_image
-from .image_build import KEY_LABEL, Buildah, ImageError, content_key, ensure
+from . import kernel_trees, registry, tasks_image
+from .image_build import KEY_LABEL, Buildah, content_key, ensure
 from .layout import CACHE, E2E, NODE_IP, REGISTRY_PORT, Layout
 
 POOL = "worker-cnf"
@@ -47,7 +49,8 @@ ROLE_LABEL = f"node-role.kubernetes.io/{POOL}"
 NODE_SELECTOR = f"{ROLE_LABEL}="
 STANDIN_PREFIX = "rhcos-standin"
 TAINT = {"key": "cssr-e2e/no-kubelet", "value": "stand-in", "effect": "NoSchedule"}
-RELEASE = "4.16"
+# The release of Stage C's nodes: 4.17, whose kernel is also the target of Stage D's upgrade from 4.16.
+RELEASE = "4.17"
 # The address pods reach the local registry at (the host's end of the node link); containerd,
 # in the host's network namespace, reaches the same listener.
 POD_REGISTRY = f"{NODE_IP}:{REGISTRY_PORT}"
@@ -58,40 +61,40 @@ IMAGE_API = "image.openshift.io/v1"
 
 
 def kernel() -> str:
-    headers = kmod_standin.debian_headers()
-    if headers is None:
-        raise ImageError("no /usr/src/linux-headers-*-amd64; install linux-headers-amd64")
-    return kmod_standin.release_of(headers)
+    return kernel_trees.releases()[RELEASE][0]
 
 
-def rhcos() -> str:
-    return fixtures.RELEASES[RELEASE][0]
+def rhcos(release: str = RELEASE) -> str:
+    return fixtures.RELEASES[release][0]
 
 
 # -- images ---------------------------------------------------------------------------------------
 
-def dtk_ref() -> str:
-    return f"{registry.ADDRESS}/{DTK_REPOSITORY}:{rhcos()}"
+def dtk_ref(release: str = RELEASE) -> str:
+    return f"{registry.ADDRESS}/{DTK_REPOSITORY}:{rhcos(release)}"
 
 
-def dtk_image(layout: Layout, buildah: Buildah) -> dict[str, Any]:
-    headers = kmod_standin.debian_headers()
-    assert headers is not None
-    release = kernel()
-    key = content_key("dtk-standin", release, Path(sim_images.__file__), Path(kmod_standin.__file__))
+def dtk_image(layout: Layout, buildah: Buildah, release: str = RELEASE) -> dict[str, Any]:
+    """The Driver Toolkit stand-in of an RHCOS release: the trees of its kernel and its realtime
+    kernel (the real image carries both: kernel-devel and kernel-rt-devel), pushed by key."""
+    kernel, rt_kernel = kernel_trees.releases()[release]
+    headers, rt_headers = kernel_trees.headers(kernel), kernel_trees.headers(rt_kernel)
+    key = content_key("dtk-standin", kernel, rt_kernel, Path(sim_images.__file__), Path(kmod_standin.__file__))
+    ref = dtk_ref(release)
 
     def make() -> None:
         with tempfile.TemporaryDirectory(dir=layout.images) as work:
             rootfs = Path(work) / "rootfs"
-            top = sim_images.fake_dtk_rootfs(rootfs, release, headers=headers)
+            top = sim_images.fake_dtk_rootfs(rootfs, kernel, headers=headers, rt_kernel=rt_kernel,
+                                             rt_headers=rt_headers)
             lines = ["FROM scratch", f"COPY {rootfs.name}/ /", f"COPY {top.name}/ /",
                      'LABEL org.cssr-deploy.stand-in="OpenShift Driver Toolkit: Debian kernel headers"']
             (Path(work) / "Containerfile").write_text("\n".join(lines) + "\n")
             # One layer per COPY, as the real image's build makes them: the release file alone on top.
             buildah("bud", "--isolation", "chroot", "--layers", "--label", f"{KEY_LABEL}={key}",
-                    "-f", str(Path(work) / "Containerfile"), "-t", dtk_ref(), work, nice=True)
+                    "-f", str(Path(work) / "Containerfile"), "-t", ref, work, nice=True)
 
-    return ensure(layout, buildah, dtk_ref(), key, make)
+    return ensure(layout, buildah, ref, key, make)
 
 
 def buildah_ref() -> str:
@@ -139,7 +142,7 @@ IMAGESTREAM_CRD: dict[str, Any] = {
 
 
 def standin_nodes(count: int) -> list[dict[str, Any]]:
-    """kubelet-less Nodes of an RHCOS 4.16 worker-cnf pool, reporting the Debian headers' kernel."""
+    """kubelet-less Nodes of an RHCOS 4.17 worker-cnf pool, reporting its Debian kernel."""
     nodes = []
     for i in range(count):
         name = f"{STANDIN_PREFIX}-{i}"
@@ -161,9 +164,13 @@ def pool(count: int) -> dict[str, Any]:
                          node_selector={ROLE_LABEL: ""})
 
 
-def driver_toolkit(digest: str) -> list[dict[str, Any]]:
-    stream, _ = fixtures.driver_toolkit([RELEASE], latest=RELEASE, repository=f"{POD_REGISTRY}/{DTK_REPOSITORY}",
-                                       digests={rhcos(): digest})
+def driver_toolkit(digests: str | Mapping[str, str], latest: str = RELEASE) -> list[dict[str, Any]]:
+    """The openshift/driver-toolkit ImageStream (fixtures.driver_toolkit's shape) naming the DTK
+    stand-ins by digest: `digests` maps releases ("4.16") to their image's digest (a str is RELEASE's
+    alone, Stage C's world); `latest` is the release the CVO points `latest` at (it moves at an upgrade)."""
+    by_release = {RELEASE: digests} if isinstance(digests, str) else dict(digests)
+    stream, _ = fixtures.driver_toolkit(list(by_release), latest=latest, repository=f"{POD_REGISTRY}/{DTK_REPOSITORY}",
+                                       digests={rhcos(r): d for r, d in by_release.items()})
     return [stream]
 
 

@@ -27,7 +27,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from e2e.harness import image_build, images, registry, standins, tasks_image, tekton  # noqa: E402
+from e2e.harness import image_build, images, registry, standins, tasks_image, tekton, world_c  # noqa: E402
 from e2e.harness.layout import Layout  # noqa: E402
 
 from cssr_tasks.errors import ApiError  # noqa: E402
@@ -171,7 +171,7 @@ def test_kmod_builder_standin_builds_igb_uio_for_the_kernel_uname_names(layout: 
     <kver> and KERNEL_VERSION (kmod-build.sh's shim); the builder's ROOT as its argument."""
     ref = standins.kmod_builder_ref()
     assert config_of(ref)["config"]["Labels"]["org.cssr-deploy.stand-in"].startswith("Juniper kmod-builder")
-    kernel = standins.headers_release()
+    kernel = world_c.kernel()
     script = (f"set -e; K={kernel}; mkdir -p /r/usr/lib/modules/$K /r/usr/src/kernels /shim\n"
               "touch /r/usr/lib/modules/$K/modules.dep; ln -s /usr/src/linux-headers-$K /r/usr/src/kernels/$K\n"
               'printf "#!/bin/sh\\necho $K\\n" > /shim/uname; chmod +x /shim/uname\n'

@@ -233,11 +233,18 @@ def merged_usr(rootfs: Path) -> None:
         (rootfs / name).symlink_to(f"usr/{name}")
 
 
-def fake_dtk_rootfs(rootfs: Path, kernel: str, *, payload_bytes: int = 0, headers: Path | None = None) -> Path:
-    """The kernel trees in `rootfs`; returns the folder of the last layer, the release file alone."""
+def fake_dtk_rootfs(rootfs: Path, kernel: str, *, payload_bytes: int = 0, headers: Path | None = None,
+                    rt_kernel: str | None = None, rt_headers: Path | None = None) -> Path:
+    """The kernel trees in `rootfs`; returns the folder of the last layer, the release file alone.
+
+    With `rt_kernel`, the realtime kernel's trees are there too (from `rt_headers`), as the real image
+    carries both; without it the release file names `<kernel>+rt`, whose trees are not there.
+    """
     merged_usr(rootfs)
     kernel_tree(rootfs, kernel, payload_bytes=payload_bytes, headers=headers)
-    return release_layer(rootfs.parent / "release", kernel, f"{kernel}+rt")
+    if rt_kernel:
+        kernel_tree(rootfs, rt_kernel, payload_bytes=payload_bytes, headers=rt_headers)
+    return release_layer(rootfs.parent / "release", kernel, rt_kernel or f"{kernel}+rt")
 
 
 def release_layer(folder: Path, kernel: str, rt_kernel: str | None = None) -> Path:

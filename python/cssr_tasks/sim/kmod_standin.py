@@ -33,7 +33,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .. import elf
+from .. import elf, kernels
 
 SOURCE_GLOB = "usr/src/dpdk-kmods-*"
 HEADERS_GLOB = "usr/src/linux-headers-*-amd64"
@@ -43,9 +43,11 @@ _MODINFO = "license=GPL\0depends=uio\0retpoline=Y\0vermagic={kernel} SMP preempt
 
 
 def debian_headers() -> Path | None:
-    """The newest installed `linux-headers-*-amd64` tree, or None."""
-    found = sorted(Path("/").glob(HEADERS_GLOB))
-    return found[-1] if found else None
+    """The newest installed non-realtime `linux-headers-*-amd64` tree, or None."""
+    # The glob also matches realtime trees (linux-headers-6.1.0-57-rt-amd64, which the e2e world
+    # installs), and by string order "-rt-amd64" would come last; "-9-" would follow "-10-".
+    found = [p for p in Path("/").glob(HEADERS_GLOB) if not release_of(p).endswith("-rt-amd64")]
+    return max(found, key=lambda p: kernels.version_key(release_of(p))) if found else None
 
 
 def igb_uio_source() -> Path | None:
