@@ -3,9 +3,10 @@ own root, state, socket and runc root under .cache/e2e/node/containerd (never /v
 or /run/containerd, which a system containerd would own).
 
 CRI settings, all in config.toml: cgroupfs (cgroup v1; PID 1 is not systemd), the overlayfs
-snapshotter, the CNI plugins of Debian in /usr/lib/cni with the harness's bridge config, the
-pause image built here as sandbox image, network namespaces under the state dir (not
-/var/run/netns) and the local registry 127.0.0.1:25000 as a plain-http registry (hosts.toml).
+snapshotter, the CNI plugins of Debian in /usr/lib/cni (linked into a bin dir of ours, where
+Stage D adds Multus) with the harness's bridge config, the pause image built here as sandbox
+image, network namespaces under the state dir (not /var/run/netns), unprivileged ICMP in pods
+and the local registry 127.0.0.1:25000 as a plain-http registry (hosts.toml).
 """
 
 from __future__ import annotations
@@ -38,6 +39,30 @@ def runc_root(layout: Layout) -> Path:
 
 def cni_conf_dir(layout: Layout) -> Path:
     return layout.node / "cni" / "net.d"
+
+
+def network_file(layout: Layout) -> Path:
+    """The cluster network's conflist (Stage D's Multus delegates to it as clusterNetwork)."""
+    return cni_conf_dir(layout) / f"10-{NETWORK}.conflist"
+
+
+def cni_bin_dir(layout: Layout) -> Path:
+    """CRI's one CNI bin_dir: links to Debian's plugins, and Stage D's multus (never in /usr/lib/cni)."""
+    return layout.node / "cni" / "bin"
+
+
+def link_plugins(layout: Layout, plugins: tuple[str, ...]) -> None:
+    """Debian's plugins of those names, linked into our bin dir."""
+    missing = [p for p in plugins if not (CNI_BIN / p).exists()]
+    if missing:
+        raise ContainerdError(f"CNI plugins missing in {CNI_BIN}: {', '.join(missing)}; run scripts/install-e2e-deps")
+    folder = cni_bin_dir(layout)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in plugins:
+        link = folder / name
+        if not link.is_symlink() or link.readlink() != CNI_BIN / name:
+            link.unlink(missing_ok=True)
+            link.symlink_to(CNI_BIN / name)
 
 
 def _toml(value: str) -> str:
@@ -79,6 +104,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   # The sandbox lacks CAP_SYS_RESOURCE: runc cannot lower oom_score_adj (the pause container's
   # -998 fails with "failed to update /proc/self/oom_score_adj: Permission denied"); clamp it.
   restrict_oom_score_adj = true
+  # net.ipv4.ping_group_range "0 2147483647" in every pod: ping without CAP_NET_RAW (smoke-test's
+  # traffic pods drop ALL capabilities), as OpenShift's CRI-O sets it and containerd 2.0 by default.
+  enable_unprivileged_icmp = true
 
 {cri[:-1]}.containerd]
   snapshotter = "overlayfs"
@@ -93,7 +121,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   SystemdCgroup = false
 
 {cri[:-1]}.cni]
-  bin_dir = {_toml(str(CNI_BIN))}
+  bin_dir = {_toml(str(cni_bin_dir(layout)))}
   conf_dir = {_toml(str(cni_conf_dir(layout)))}
   max_conf_num = 1
 
@@ -104,9 +132,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 def write_configs(layout: Layout, sandbox_image: str) -> Path:
     """config.toml, the registry's hosts.toml and the CNI bridge network; returns config.toml."""
-    missing = [p for p in CNI_PLUGINS if not (CNI_BIN / p).exists()]
-    if missing:
-        raise ContainerdError(f"CNI plugins missing in {CNI_BIN}: {', '.join(missing)}; run scripts/install-e2e-deps")
+    link_plugins(layout, CNI_PLUGINS)
     base = folder(layout)
     for sub in ("root", "state", "opt", "runc"):
         (base / sub).mkdir(parents=True, exist_ok=True)
@@ -128,7 +154,7 @@ def write_configs(layout: Layout, sandbox_image: str) -> Path:
             {"type": "portmap", "capabilities": {"portMappings": True}},
         ],
     }
-    (conf_dir / f"10-{NETWORK}.conflist").write_text(json.dumps(network, indent=2) + "\n")
+    network_file(layout).write_text(json.dumps(network, indent=2) + "\n")
     path = base / "config.toml"
     path.write_text(config(layout, sandbox_image))
     return path
@@ -162,9 +188,22 @@ def ready(layout: Layout) -> tuple[bool, str]:
     proc = crictl(layout, "info", check=False, timeout=30)
     if proc.returncode:
         return False, proc.stderr.strip()
-    conditions = {c["type"]: c for c in json.loads(proc.stdout)["status"]["conditions"]}
+    info = json.loads(proc.stdout)
+    conditions = {c["type"]: c for c in info["status"]["conditions"]}
     waiting = [f"{t}: {c.get('reason')} {c.get('message')}" for t, c in conditions.items() if not c["status"]]
+    waiting += stale(layout, info)
     return not waiting, "; ".join(waiting)
+
+
+def stale(layout: Layout, info: dict[str, Any]) -> list[str]:
+    """Settings of config.toml the running CRI plugin lacks (`crictl info`): containerd reads its config
+    once, and node.up reuses it by argv, so a containerd that reports them is restarted (its pods keep
+    running in their shims)."""
+    running = info.get("config") or {}
+    wanted = {"cni binDir": ((running.get("cni") or {}).get("binDir"), str(cni_bin_dir(layout))),
+              "enableUnprivilegedICMP": (running.get("enableUnprivilegedICMP"), True)}
+    return [f"runs with {name} {has!r}, config.toml says {want!r}" for name, (has, want) in wanted.items()
+            if has != want]
 
 
 def image_digest(layout: Layout, ref: str) -> str | None:

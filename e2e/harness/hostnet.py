@@ -55,6 +55,25 @@ def ensure_node_link() -> bool:
     return made
 
 
+def ensure_veth(name: str, peer: str) -> bool:
+    """A veth pair, both ends up: a link with a carrier (for macvlan parents) where no dummy driver
+    exists. True if it had to be made."""
+    made = not link_exists(name)
+    if made:
+        _ip("link", "add", name, "type", "veth", "peer", "name", peer)
+    for end in (name, peer):
+        _ip("link", "set", end, "up")
+    return made
+
+
+def delete(names: list[str]) -> list[str]:
+    """Delete those of the links that exist (a veth's peer goes with it); returns the deleted."""
+    gone = [name for name in names if link_exists(name)]
+    for name in gone:
+        _ip("link", "delete", name)
+    return gone
+
+
 def remove() -> list[str]:
     """Delete the links the harness and the CNI bridge plugin made (the pods' veths go with their
     network namespaces)."""

@@ -3,8 +3,13 @@
 It serves the fake SSR REST/GraphQL API of cssr_tasks.sim.ssr, as the smoke tests and `make demo`
 do, over HTTPS on 0.0.0.0:$SSR_API_PORT (443 by default) with a self-signed certificate made at
 start, and the sim's credentials: one device-interface per secondary network of the pod (net1,
-net2, ..., as Multus names them), each OPER_UP, every process RUNNING. It routes no packets.
-SIGTERM (or `service 128T stop`, the StatefulSet's preStop) stops it.
+net2, ..., as Multus names them; targetInterface in the running configuration), OPER_UP when its
+link is up at start, every process RUNNING. It forwards IPv4 between the pod's networks as the
+router does, but in the pod's kernel (the SSR forwards in DPDK): net.ipv4.ip_forward=1 in the pod's
+network namespace, which only a privileged container may write (runc mounts /proc/sys read-only
+otherwise; a pod sysctl would need the kubelet's --allowed-unsafe-sysctls). Unprivileged, it
+serves the API and says that it does not forward. SIGTERM (or `service 128T stop`, the
+StatefulSet's preStop) stops it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,22 @@ from pytest_httpserver import HTTPServer
 
 from cssr_tasks.sim.router import Net
 from cssr_tasks.sim.ssr import FakeSsr, self_signed_certificate, server_context
+
+FORWARDING = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+def forward() -> str:
+    try:
+        FORWARDING.write_text("1\n")
+    except OSError as e:
+        return f"does not forward: cannot write {FORWARDING} ({e.strerror}; run the container privileged)"
+    return "forwards IPv4 between its networks (net.ipv4.ip_forward=1)"
+
+
+def operational(interface: str) -> str:
+    """The link's state as the SSR reports a device-interface's (a macvlan without a carrier below is down)."""
+    state = Path(f"/sys/class/net/{interface}/operstate").read_text().strip()
+    return "OPER_UP" if state == "up" else "OPER_DOWN"
 
 
 def main() -> None:
@@ -33,9 +54,11 @@ def main() -> None:
     (folder / "serving").unlink(missing_ok=True)  # a restarted container's old layer could hold one
     server = HTTPServer(host="0.0.0.0", port=port, ssl_context=server_context(*self_signed_certificate(folder)))
     server.start()
-    FakeSsr(server, [Net(name=name, interface=name) for name in interfaces])
-    print(f"ssr stand-in: fake SSR API on https://0.0.0.0:{port}/ with device-interfaces for {interfaces or 'no'} "
-          "secondary networks", flush=True)
+    ssr = FakeSsr(server, [Net(name=name, interface=name) for name in interfaces])
+    ssr.interfaces.update({name: operational(interface) for name, interface in ssr.linux.items()})
+    states = ", ".join(f"{ssr.linux[name]} {state}" for name, state in ssr.interfaces.items())
+    print(f"ssr stand-in: fake SSR API on https://0.0.0.0:{port}/ with device-interfaces for {states or 'no'} "
+          f"secondary networks; it {forward()}", flush=True)
     (folder / "serving").write_text(f"{port}\n")  # what `service 128T status` reads
     stop.wait()
     server.stop()
