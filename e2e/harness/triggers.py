@@ -224,6 +224,7 @@ def up(layout: Layout, timeout: float = 240.0) -> dict[str, Any]:
     result["deployments_available_seconds"] = ready
     seconds = wait("Triggers' webhook", lambda: webhook_answers(layout), 60.0, fix)
     if refused and any("failed calling webhook" in line for line in refused):
+        say("Triggers' webhook refused objects before its pod served; applying them again")
         proc = kubectl_apply(layout, docs)
         if proc.returncode:
             raise TriggersError(f"kubectl apply of Triggers' config failed: {proc.stderr.strip()[-600:]}")
