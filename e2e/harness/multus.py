@@ -227,6 +227,12 @@ def down(layout: Layout) -> dict[str, Any]:
         if path.exists() or path.is_symlink():
             path.unlink()
             removed.append(path.name)
+    # containerd's libcni caches each pod's result under the network's name in this fixed path, and
+    # CNI DEL removes it: what is left once containerd is stopped (node.down) is a crash's, and goes.
+    if containerd.crictl(layout, "info", check=False, timeout=10).returncode:
+        for path in Path("/var/lib/cni/results").glob(f"{NETWORK}-*"):
+            path.unlink()
+            removed.append(path.name)
     links = hostnet.delete(list(PARENTS))
     if removed or links:
         say(f"Multus down: removed {', '.join(removed) or 'no file'}; deleted links {', '.join(links) or 'none'}")
