@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 import triggers_world as tw
-from e2e.harness import triggers
+from e2e.harness import registry, tekton, triggers
+from e2e.harness.image_build import split
 from e2e.harness.layout import NODE_NAME, Layout
 
 from cssr_tasks import pool_events as pe
@@ -85,6 +86,41 @@ def runs_of(kubectl: Any, namespace: str, event_id: str, timeout: float = RUN_TI
     for run in runs:
         tw.cancel(kubectl, namespace, run["metadata"]["name"])
     return runs
+
+
+def release_refs() -> dict[str, str]:
+    """The pushed images by digest, as harness/triggers.py names them in the Deployments."""
+    refs = {}
+    for name in triggers.COMMANDS:
+        repository, tag = split(triggers.image_ref(name))
+        found = registry.manifest(repository, tag)
+        assert found, f"the registry has no {repository}:{tag}; run `python -m e2e.harness up`"
+        refs[name] = f"{triggers.image_ref(name)}@{found[0]}"
+    return refs
+
+
+@pytest.mark.parametrize("deployment", triggers.DEPLOYMENTS)
+def test_triggers_runs_as_pods_of_the_images_built_here(kubectl: Any, deployment: str) -> None:
+    found = json.loads(kubectl("get", "deployment", deployment, "-n", triggers.NAMESPACE, "-o", "json").stdout)
+    selector = ",".join(f"{k}={v}" for k, v in found["spec"]["selector"]["matchLabels"].items())
+    [pod] = [p for p in json.loads(kubectl("get", "pods", "-n", triggers.NAMESPACE, "-l", selector, "-o",
+                                           "json").stdout)["items"] if not p["metadata"].get("deletionTimestamp")]
+    assert pod["spec"]["nodeName"] == NODE_NAME and pod["status"]["phase"] == "Running"
+    [status] = pod["status"]["containerStatuses"]
+    assert status["ready"] and status["containerID"].startswith("containerd://")
+    assert pod["spec"]["containers"][0]["image"] in release_refs().values()
+    assert found["metadata"]["labels"]["app.kubernetes.io/version"] == triggers.version()
+
+
+def test_the_cluster_holds_triggers_release_as_the_harness_renders_it(layout: Layout, kubectl: Any) -> None:
+    docs = triggers.objects(tekton.config_dir(layout, triggers.MODULE, triggers.WRAPPER), release_refs())
+    assert not triggers.differs(layout, docs), "kubectl diff finds Triggers' objects changed since `up`"
+    version = kubectl("get", "configmap", "triggers-info", "-n", triggers.NAMESPACE, "-o",
+                      "jsonpath={.data.version}").stdout
+    assert version == triggers.version()
+    controller = json.loads(kubectl("get", "deployment", "tekton-triggers-controller", "-n", triggers.NAMESPACE,
+                                    "-o", "json").stdout)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert controller[controller.index("-el-image") + 1] == release_refs()["eventlistenersink"]
 
 
 def test_the_sink_runs_as_a_pod_on_the_real_node_behind_its_service(kubectl: Any, listener: Listener) -> None:
