@@ -3,8 +3,8 @@
 e2e   build what is stale, start what is not running healthy, install the CRDs, run e2e/tests,
       write out/e2e/report.json, then stop the cluster unless E2E_KEEP=1;
 up    the same without tests, leaving the cluster running;
-build build every binary: Stage A's, Stage B's (Tekton controller and webhook, tkn) and Stage C's
-      (kubelet, kube-proxy, crictl);
+build build every binary: Stage A's, Stage B's (Tekton controller and webhook, tkn), Stage C's
+      (kubelet, kube-proxy, crictl) and Stage D's (CoreDNS, Tekton Triggers, Multus);
 test  the tests only, against the running cluster;
 down  stop every recorded process, remove the node's pods, mounts, cgroups and the links.
 """
@@ -15,7 +15,21 @@ import argparse
 import os
 import sys
 
-from . import build, control_plane, crds, hostnet, images, node, registry, report, tekton
+from . import (
+    build,
+    control_plane,
+    crds,
+    dns,
+    hostnet,
+    images,
+    multus,
+    node,
+    registry,
+    report,
+    tekton,
+    triggers,
+    world_d,
+)
 from .layout import Layout
 from .log import say
 from .processes import Processes
@@ -40,6 +54,18 @@ def up(layout: Layout, rep: report.Report) -> None:
         step.update(build.build(layout, build.STAGE_C))
     with rep.step("C", "node") as step:
         step.update(node.up(layout))
+    # Stage D: what the upgrade trigger and the data path need on the node: cluster DNS, Tekton
+    # Triggers as pods, Multus with macvlan, the upgrade's kernels.
+    with rep.step("D", "build") as step:
+        step.update(build.build(layout, build.STAGE_D))
+    with rep.step("D", "kernels") as step:
+        step.update(world_d.up(layout))
+    with rep.step("D", "dns") as step:
+        step.update(dns.up(layout))
+    with rep.step("D", "multus") as step:
+        step.update(multus.up(layout))
+    with rep.step("D", "triggers") as step:
+        step.update(triggers.up(layout))
     say(f"cluster up; kubeconfig: {layout.admin_kubeconfig}")
 
 
@@ -52,9 +78,11 @@ def stop(layout: Layout) -> list[str]:
     plane, then the links (the API server's address goes last)."""
     recorded = {name: r.pid for name, r in Processes(layout.processes).records().items()}
     node.down(layout)
+    multus.down(layout)
     control_plane.down(layout, [*tekton.down_order(), registry.NAME], tekton.STOP_TIMEOUTS)
     hostnet.remove()
-    left = node.leftovers(layout, recorded) + [f"link {n}" for n in hostnet.LINKS if hostnet.link_exists(n)]
+    links = [*hostnet.LINKS, *multus.PARENTS]
+    left = node.leftovers(layout, recorded) + [f"link {n}" for n in links if hostnet.link_exists(n)]
     if left:
         raise LeftBehind(f"down left behind: {'; '.join(left)}")
     return list(recorded)
@@ -76,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             "cgroup of the cluster is left")
         return 0
     if args.command == "build":
-        for name, result in build.build(layout, build.STAGE_A + build.STAGE_B + build.STAGE_C).items():
+        for name, result in build.build(layout, build.STAGE_A + build.STAGE_B + build.STAGE_C
+                                        + build.STAGE_D).items():
             say(f"{name}: {'built' if result['built'] else 'up to date'} in {result['seconds']} s")
         return 0
     rep = report.Report(layout)
@@ -91,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                 report.run_tests(layout, step, "B")
             with rep.step("C", "tests") as step:
                 report.run_tests(layout, step, "C")
+            with rep.step("D", "tests") as step:
+                report.run_tests(layout, step, "D")
     except Exception as e:
         say(f"FAILED: {e}")
     finally:

@@ -51,10 +51,12 @@ class Report:
         for stage in self.stages.values():
             stage["passed"] = all(s.get("passed", False) for s in stage["steps"].values())
             stage["timings"] = timings(stage["steps"], builds)
-        runs = self.layout.out / "runs.json"
-        # The PipelineRuns' numbers, written by tests/test_pipeline_run.py in this run.
-        if "C" in self.stages and runs.exists() and runs.stat().st_mtime >= self.began:
-            self.stages["C"]["runs"] = json.loads(runs.read_text())
+        # Numbers the tests wrote in this run: the PipelineRuns' (tests/test_pipeline_run.py), the
+        # upgrade's timeline (tests/test_upgrade.py).
+        for stage, key, name in (("C", "runs", "runs.json"), ("D", "upgrade", "upgrade.json")):
+            path = self.layout.out / name
+            if stage in self.stages and path.exists() and path.stat().st_mtime >= self.began:
+                self.stages[stage][key] = json.loads(path.read_text())
         document = {
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.began)),
             "wall_seconds": round(time.time() - self.began, 1),
@@ -62,7 +64,10 @@ class Report:
             "stages": self.stages,
             "cannot_exist_here": {"C": "router pods (the target nodes are kubelet-less stand-ins: the real node's "
                                        "kernel has no module support), so apply-manifests' rollout, smoke-test "
-                                       "and a Succeeded run; hugepages; SR-IOV VFs"},
+                                       "and a Succeeded run; hugepages; SR-IOV VFs",
+                                  "D": "the same router pods; the data path is shown by a router stand-in "
+                                       "StatefulSet on the real node, and the NetworkPolicy of triggers/ is not "
+                                       "enforced (the bridge and macvlan plugins enforce none)"},
             "last_builds": builds,
         }
         self.layout.out.mkdir(parents=True, exist_ok=True)
@@ -75,7 +80,10 @@ def timings(steps: dict[str, Any], builds: dict[str, Any]) -> dict[str, Any]:
     to a webhook the API server reaches (B), test wall time."""
     built = steps.get("build", {})
     mine = {n: b for n, b in builds.items() if n in built}
-    if "node" in steps:
+    if "triggers" in steps:
+        ready = {f"{name}_seconds": steps[name].get("wall_seconds") for name in ("kernels", "dns", "triggers", "multus")
+                 if name in steps}
+    elif "node" in steps:
         node = steps["node"]
         ready = {"seconds_to_ready_node": node.get("seconds_to_ready_node"),
                  "node_ready_seconds": node.get("node_ready_seconds"),
@@ -105,6 +113,8 @@ def timings(steps: dict[str, Any], builds: dict[str, Any]) -> dict[str, Any]:
 # file is Stage A's.
 STAGE_B_TESTS = ("test_tekton.py",)
 STAGE_C_TESTS = ("test_node.py", "test_images.py", "test_pipeline_run.py", "test_tekton_differential.py")
+# Stage D's need cluster DNS, Tekton Triggers, Multus and the upgrade's kernels.
+STAGE_D_TESTS = ("test_dns.py", "test_kernel_trees.py", "test_triggers.py", "test_multus_smoke.py", "test_upgrade.py")
 
 
 def run_tests(layout: Layout, entry: dict[str, Any], stage: str) -> None:
@@ -114,9 +124,11 @@ def run_tests(layout: Layout, entry: dict[str, Any], stage: str) -> None:
     junit.unlink(missing_ok=True)
     tests = E2E / "tests"
     if stage == "A":
-        selection = [str(tests), *(f"--ignore={tests / name}" for name in STAGE_B_TESTS + STAGE_C_TESTS)]
+        selection = [str(tests), *(f"--ignore={tests / name}" for name in STAGE_B_TESTS + STAGE_C_TESTS
+                                   + STAGE_D_TESTS)]
     else:
-        selection = [str(tests / name) for name in {"B": STAGE_B_TESTS, "C": STAGE_C_TESTS}[stage]]
+        names = {"B": STAGE_B_TESTS, "C": STAGE_C_TESTS, "D": STAGE_D_TESTS}[stage]
+        selection = [str(tests / name) for name in names]
     argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "testpaths=e2e/tests",
             *selection, f"--junitxml={junit}"]
     say(f"run {' '.join(argv[2:])}")
