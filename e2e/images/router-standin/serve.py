@@ -7,9 +7,9 @@ net2, ..., as Multus names them; targetInterface in the running configuration), 
 link is up at start, every process RUNNING. It forwards IPv4 between the pod's networks as the
 router does, but in the pod's kernel (the SSR forwards in DPDK): net.ipv4.ip_forward=1 in the pod's
 network namespace, which only a privileged container may write (runc mounts /proc/sys read-only
-otherwise; a pod sysctl would need the kubelet's --allowed-unsafe-sysctls). Unprivileged, it
-serves the API and says that it does not forward. SIGTERM (or `service 128T stop`, the
-StatefulSet's preStop) stops it.
+otherwise; a pod sysctl would need the kubelet's --allowed-unsafe-sysctls). Unprivileged, or
+without a secondary network, it serves the API and says that it does not forward. SIGTERM (or
+`service 128T stop`, the StatefulSet's preStop) stops it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,11 @@ from cssr_tasks.sim.ssr import FakeSsr, self_signed_certificate, server_context
 FORWARDING = Path("/proc/sys/net/ipv4/ip_forward")
 
 
-def forward() -> str:
+def forward(interfaces: list[str]) -> str:
+    # Without a secondary network this is no router's network namespace: under `buildah run
+    # --isolation chroot` (tests/test_images.py) it would be the host's, whose sysctl is not ours.
+    if not interfaces:
+        return "forwards nothing: no secondary network"
     try:
         FORWARDING.write_text("1\n")
     except OSError as e:
@@ -58,7 +62,7 @@ def main() -> None:
     ssr.interfaces.update({name: operational(interface) for name, interface in ssr.linux.items()})
     states = ", ".join(f"{ssr.linux[name]} {state}" for name, state in ssr.interfaces.items())
     print(f"ssr stand-in: fake SSR API on https://0.0.0.0:{port}/ with device-interfaces for {states or 'no'} "
-          f"secondary networks; it {forward()}", flush=True)
+          f"secondary networks; it {forward(interfaces)}", flush=True)
     (folder / "serving").write_text(f"{port}\n")  # what `service 128T status` reads
     stop.wait()
     server.stop()
