@@ -52,8 +52,10 @@ class Report:
             stage["passed"] = all(s.get("passed", False) for s in stage["steps"].values())
             stage["timings"] = timings(stage["steps"], builds)
         # Numbers the tests wrote in this run: the PipelineRuns' (tests/test_pipeline_run.py), the
-        # upgrade's timeline (tests/test_upgrade.py).
-        for stage, key, name in (("C", "runs", "runs.json"), ("D", "upgrade", "upgrade.json")):
+        # trigger's (test_triggers.py), the data path's (test_multus_smoke.py), the upgrade's
+        # timeline (test_upgrade.py).
+        for stage, key, name in (("C", "runs", "runs.json"), ("D", "triggers", "triggers.json"),
+                                 ("D", "data_path", "multus.json"), ("D", "upgrade", "upgrade.json")):
             path = self.layout.out / name
             if stage in self.stages and path.exists() and path.stat().st_mtime >= self.began:
                 self.stages[stage][key] = json.loads(path.read_text())
