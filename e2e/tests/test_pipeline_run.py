@@ -12,16 +12,14 @@ timeout; the run fails there (smoke-test does not run, report does). The real no
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import installs
 import pytest
 import world
 import yaml
@@ -55,17 +53,9 @@ def overlay(tmp: Path, namespace: str, buildah_image: str) -> Path:
     """The repository root through a user's overlay into `namespace`, with the two Task param
     defaults this machine needs: the buildah image (UBI's is unreachable: a stand-in) and a short
     rollout timeout (the router pods can never start here; 900 s would only wait longer)."""
-    def param_default(task: str, index_of: str, value: str) -> dict[str, Any]:
-        doc = yaml.safe_load((ROOT / "tasks" / f"{task}.yaml").read_text())
-        index = [p["name"] for p in doc["spec"]["params"]].index(index_of)
-        return {"target": {"group": "tekton.dev", "version": "v1", "kind": "Task", "name": task},
-                "patch": json.dumps([{"op": "replace", "path": f"/spec/params/{index}/default", "value": value}])}
-    (tmp / "kustomization.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-        "namespace": namespace, "resources": [os.path.relpath(ROOT, tmp)],
-        "patches": [param_default("cssr-build-init-image", "buildah-image", buildah_image),
-                    param_default("cssr-apply-manifests", "rollout-timeout", ROLLOUT_TIMEOUT)]}))
-    return tmp
+    return installs.overlay(tmp, namespace, [
+        installs.task_defaults("cssr-build-init-image", {"buildah-image": buildah_image}),
+        installs.task_defaults("cssr-apply-manifests", {"rollout-timeout": ROLLOUT_TIMEOUT})])
 
 
 def clean_earlier(admin: Cluster, kubectl: Any) -> None:
@@ -121,23 +111,11 @@ def params(layout: Layout, world_: World) -> list[dict[str, str]]:
         "kmod-builder-image": standins.kmod_builder_ref(),
         "kmod-builder-command": "/usr/bin/dpdk_build.sh /",
         "image-registry": world_c.POD_REGISTRY, "registry-tls-verify": "false",
-        "init-base-image": base_image(),
+        "init-base-image": installs.base_image(),
         "hugepages-method": "none", "poll-interval": "2",
         "tasks-image": tasks_image.tasks_ref(),
     }
     return [{"name": k, "value": v} for k, v in values.items()]
-
-
-def base_image() -> str:
-    """The busybox shell image (Tekton's `shell`, sh and coreutils as applets) by digest, at the
-    pods' registry address: UBI micro is unreachable here."""
-    head = subprocess.run(["curl", "-sSI", "-H", "Accept: application/vnd.oci.image.manifest.v1+json",
-                           "-H", "Accept: application/vnd.docker.distribution.manifest.v2+json",
-                           "http://127.0.0.1:25000/v2/tekton/shell/manifests/v1.15.0"],
-                          capture_output=True, text=True, check=True).stdout
-    digest = re.search(r"(?im)^docker-content-digest:\s*(\S+)", head)
-    assert digest, head
-    return f"{world_c.POD_REGISTRY}/tekton/shell:v1.15.0@{digest.group(1)}"
 
 
 def start_run(admin: Cluster, layout: Layout, world_: World) -> str:
