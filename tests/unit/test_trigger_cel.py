@@ -9,13 +9,17 @@ here too.
 
 from __future__ import annotations
 
+import io
 import re
 
 import pytest
 import yaml
 
 from cssr_tasks import pool_events as pe
+from cssr_tasks import preflight
 from cssr_tasks import watch_pools as wp
+from cssr_tasks.log import Log
+from cssr_tasks.sim import fixtures as fx
 from eventlistener_sim import TRIGGERS, CelInterceptor, Template, canonical_key, go_header
 
 TOKEN = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
@@ -109,7 +113,8 @@ def test_the_secret_is_read_from_the_eventlisteners_namespace():
 ], ids=["default", "realtime", "kernel-type-missing", "kernel-changed"])
 def test_overlays(interceptor, body, kernel_type, reason):
     outcome = interceptor.evaluate(body, HEADER)
-    assert outcome.extensions == {"kernel_type": kernel_type, "reason": reason}
+    updating = "true" if body["type"] == pe.POOL_UPDATING else "false"
+    assert outcome.extensions == {"kernel_type": kernel_type, "reason": reason, "allow_updating": updating}
 
 
 def test_an_accepted_event_makes_one_labelled_pipelinerun(interceptor):
@@ -126,13 +131,48 @@ def test_an_accepted_event_makes_one_labelled_pipelinerun(interceptor):
     assert run["metadata"]["annotations"]["cssr-deploy/kernel-type"] == "realtime"
     assert run["metadata"]["annotations"]["cssr-deploy/target-config"] == WORKER_NEXT
     assert run["spec"]["pipelineRef"] == {"name": "cssr-deploy"}
-    assert run["spec"]["params"] == [{"name": "pool", "value": "worker"}, {"name": "kernel-type", "value": "realtime"}]
+    assert run["spec"]["params"] == [{"name": "pool", "value": "worker"}, {"name": "kernel-type", "value": "realtime"},
+                                     {"name": "allow-updating", "value": "true"}]
     workspaces = {w["name"]: w for w in run["spec"]["workspaces"]}
     assert workspaces["modules"]["persistentVolumeClaim"] == {"claimName": "modules"}
     assert workspaces["build-context"]["volumeClaimTemplate"]["spec"]["resources"]["requests"] == {"storage": "1Gi"}
     assert "$(" not in str(run)
     for value in run["metadata"]["labels"].values():
         assert re.fullmatch(r"([A-Za-z0-9][-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?", value), value
+
+
+def updating_pool() -> dict[str, object]:
+    """A pool the MCO is moving to WORKER_NEXT: 0 of 2 machines there yet (sim.fixtures' pool shape)."""
+    pool = fx.pool("worker", machine_count=2, config=WORKER)
+    pool["spec"]["configuration"]["name"] = WORKER_NEXT
+    pool["status"]["updatedMachineCount"] = 0
+    for condition in pool["status"]["conditions"]:
+        condition["status"] = {"Updated": "False", "Updating": "True"}.get(condition["type"], condition["status"])
+    return pool
+
+
+@pytest.mark.parametrize(("body", "passes"), [
+    (event(), True),
+    (event(type=pe.KERNEL_CHANGED, currentConfig=WORKER_NEXT), False),
+], ids=["pool-updating", "kernel-changed"])
+def test_only_a_pool_updating_run_lets_preflight_pass_the_updating_pool(interceptor, body, passes):
+    """The run the trigger makes for pool-updating must pass preflight while the pool updates (it is
+    the run that builds the target kernel's modules before the first node reboots): the template's
+    params, through the Pipeline's mapping, reach preflight's allow-updating. Found by the real
+    upgrade (e2e/tests/test_upgrade.py): before, every pool-updating run failed preflight."""
+    outcome = interceptor.evaluate(body, HEADER)
+    template = Template()
+    [run] = template.render(template.params(body, outcome.extensions, HEADER))
+    given = {p["name"]: p["value"] for p in run["spec"]["params"]}
+    pipeline = yaml.safe_load((TRIGGERS.parent / "pipelines" / "cssr-deploy.yaml").read_text())
+    defaults = {p["name"]: p.get("default", "") for p in pipeline["spec"]["params"]}
+    [task] = [t for t in pipeline["spec"]["tasks"] if t["name"] == "preflight"]
+    env = {f"PARAM_{p['name'].upper().replace('-', '_')}": re.sub(
+        r"\$\(params\.([a-z-]+)\)", lambda m: given.get(m[1], defaults[m[1]]), str(p["value"]))
+        for p in task["params"] if p["name"] in ("allow-updating", "pool")}
+    checks = preflight.Checks(Log("preflight", io.StringIO()))
+    preflight.check_pool(preflight.Params.from_env(env), updating_pool(), checks)
+    assert (checks.passed, len(checks.failures)) == ((1, 0) if passes else (0, 1)), checks.failures
 
 
 def test_every_binding_param_is_a_template_param():
