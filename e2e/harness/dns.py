@@ -45,12 +45,11 @@ from .layout import (
     NODE_IP,
     NODE_NAME,
     Layout,
-    api_url,
 )
 from .log import say
 from .node import changed_since_start
 from .processes import Processes
-from .tekton import TOKEN_DURATION, kubectl
+from .tekton import account_kubeconfig, kubectl
 
 NAME = "coredns"
 NAMESPACE = "kube-system"
@@ -140,17 +139,7 @@ def objects(layout: Layout) -> tuple[list[dict[str, Any]], str]:
 
 def token_kubeconfig(layout: Layout) -> Path:
     """A kubeconfig with a fresh TokenRequest token of kube-system/coredns, named as the Corefile names it."""
-    token = kubectl(layout, "create", "token", ACCOUNT, "-n", NAMESPACE, f"--duration={TOKEN_DURATION}").stdout.strip()
-    path = layout.kubeconfig(NAME)
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": NAME,
-        "clusters": [{"name": "cssr-e2e", "cluster": {"server": api_url(),
-                                                       "certificate-authority": str(layout.pki / "ca.crt")}}],
-        "users": [{"name": ACCOUNT, "user": {"token": token}}],
-        "contexts": [{"name": NAME, "context": {"cluster": "cssr-e2e", "user": ACCOUNT}}],
-    }, sort_keys=False))
-    path.chmod(0o600)
-    return path
+    return account_kubeconfig(layout, layout.kubeconfig(NAME), ACCOUNT, NAMESPACE, name=NAME)
 
 
 def ready() -> tuple[bool, str]:

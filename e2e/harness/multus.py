@@ -34,7 +34,7 @@ import yaml
 from . import containerd, hostnet, registry, tasks_image, tekton
 from .build import go_env
 from .image_build import Buildah, content_key, ensure
-from .layout import E2E, Layout, api_url
+from .layout import E2E, Layout
 from .log import say
 
 MODULE = "gopkg.in/k8snetworkplumbingwg/multus-cni.v4"
@@ -45,7 +45,6 @@ CONF_FILE = "00-multus.conf"  # sorts before Stage C's 10-cssr-e2e.conflist
 PLUGINS = ("macvlan", "static")  # static: IPAM of fixed addresses (the router stand-in's)
 # macvlan parent -> its veth peer; tests name the parents in their NetworkAttachmentDefinitions.
 PARENTS = {"cssr-e2e-n1a": "cssr-e2e-n1b", "cssr-e2e-n2a": "cssr-e2e-n2b"}
-TOKEN_DURATION = "720h"
 TOKEN_RENEW_SECONDS = 24 * 3600
 PING_CONTAINERFILE = E2E / "images" / "ping" / "Containerfile"
 
@@ -108,17 +107,7 @@ def write_kubeconfig(layout: Layout) -> bool:
     path = kubeconfig_path(layout)
     if token_expiry(path) - time.time() > TOKEN_RENEW_SECONDS:
         return False
-    token = tekton.kubectl(layout, "create", "token", ACCOUNT, "-n", NAMESPACE,
-                           f"--duration={TOKEN_DURATION}").stdout.strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": ACCOUNT,
-        "clusters": [{"name": "cssr-e2e", "cluster": {"server": api_url(),
-                                                       "certificate-authority": str(layout.pki / "ca.crt")}}],
-        "users": [{"name": ACCOUNT, "user": {"token": token}}],
-        "contexts": [{"name": ACCOUNT, "context": {"cluster": "cssr-e2e", "user": ACCOUNT}}],
-    }, sort_keys=False))
-    path.chmod(0o600)
+    tekton.account_kubeconfig(layout, path, ACCOUNT, NAMESPACE)
     return True
 
 

@@ -114,20 +114,27 @@ def apply(layout: Layout, docs: list[dict[str, Any]], *, check: bool = True) -> 
                    "-f", "-", stdin=yaml.safe_dump_all(docs), check=check)
 
 
-def token_kubeconfig(layout: Layout, name: str) -> Path:
-    """A kubeconfig with a fresh TokenRequest token of the process's own ServiceAccount."""
-    token = kubectl(layout, "create", "token", ACCOUNTS[name], "-n", NAMESPACE,
+def account_kubeconfig(layout: Layout, path: Path, account: str, namespace: str, *, name: str = "") -> Path:
+    """A kubeconfig at `path` with a fresh TokenRequest token of `namespace/account`, the way the
+    cluster's in-cluster components speak: Tekton's processes, CoreDNS, Multus."""
+    token = kubectl(layout, "create", "token", account, "-n", namespace,
                     f"--duration={TOKEN_DURATION}").stdout.strip()
-    path = layout.kubeconfig(name)
+    name = name or account
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": name,
         "clusters": [{"name": "cssr-e2e", "cluster": {"server": api_url(),
                                                        "certificate-authority": str(layout.pki / "ca.crt")}}],
-        "users": [{"name": name, "user": {"token": token}}],
-        "contexts": [{"name": name, "context": {"cluster": "cssr-e2e", "user": name}}],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": "cssr-e2e", "user": account}}],
     }, sort_keys=False))
     path.chmod(0o600)
     return path
+
+
+def token_kubeconfig(layout: Layout, name: str) -> Path:
+    """A kubeconfig with a fresh TokenRequest token of the process's own ServiceAccount."""
+    return account_kubeconfig(layout, layout.kubeconfig(name), ACCOUNTS[name], NAMESPACE, name=name)
 
 
 def converting_crds(layout: Layout) -> list[dict[str, Any]]:
