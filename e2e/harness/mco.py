@@ -42,6 +42,8 @@ class ApiStore:
         kind, api, name = obj["kind"], obj["apiVersion"], obj["metadata"]["name"]
         body = {k: v for k, v in obj.items() if k != "status"}
         body["metadata"] = {k: v for k, v in obj["metadata"].items() if k not in SERVER_FIELDS}
+        if "ownerReferences" in body["metadata"]:
+            body["metadata"]["ownerReferences"] = self._owners(body["metadata"]["ownerReferences"])
         applied = self.admin.apply(body, field_manager=FIELD_MANAGER)
         status = obj.get("status")
         if status and kind in ("Node", "MachineConfigPool"):
@@ -51,6 +53,17 @@ class ApiStore:
             applied = self.admin.patch(api, PLURALS[kind], name, {"status": patch}, subresource="status",
                                        patch_type="merge")
         return applied
+
+    def _owners(self, references: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The owners with their real uids. The simulator's made-up uid would make the garbage
+        collector delete a rendered MachineConfig at once (its owner "does not exist"); a pool
+        not made yet owns nothing (the rendered config is put again once it exists)."""
+        owners = []
+        for ref in references:
+            found = self.get(ref["apiVersion"], ref["kind"], ref["name"]) if ref["kind"] in PLURALS else None
+            if found is not None:
+                owners.append({**ref, "uid": found["metadata"]["uid"]})
+        return owners
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         return self.admin.get_or_none(api_version, PLURALS[kind], name, namespace)
