@@ -79,7 +79,7 @@ def stop(layout: Layout) -> list[str]:
     recorded = {name: r.pid for name, r in Processes(layout.processes).records().items()}
     node.down(layout)
     multus.down(layout)
-    control_plane.down(layout, [*tekton.down_order(), registry.NAME], tekton.STOP_TIMEOUTS)
+    control_plane.down(layout, [dns.NAME, *tekton.down_order(), registry.NAME], tekton.STOP_TIMEOUTS)
     hostnet.remove()
     links = [*hostnet.LINKS, *multus.PARENTS]
     left = node.leftovers(layout, recorded) + [f"link {n}" for n in links if hostnet.link_exists(n)]
