@@ -160,7 +160,9 @@ def test_an_accepted_event_makes_exactly_one_labelled_pipelinerun(kubectl: Any, 
     assert annotations["cssr-deploy/kernel-type"] == "realtime"
     assert annotations["cssr-deploy/reason"] == f"pool {POOL} is updating from {CURRENT} to {body['targetConfig']}"
     assert run["spec"]["pipelineRef"] == {"name": "cssr-deploy"}
-    assert run["spec"]["params"] == [{"name": "pool", "value": POOL}, {"name": "kernel-type", "value": "realtime"}]
+    # allow-updating: a pool-updating run's preflight must let the updating pool pass.
+    assert run["spec"]["params"] == [{"name": "pool", "value": POOL}, {"name": "kernel-type", "value": "realtime"},
+                                     {"name": "allow-updating", "value": "true"}]
     assert run["spec"]["taskRunTemplate"]["serviceAccountName"] == "cssr-deploy"
 
 
@@ -217,7 +219,9 @@ def test_the_real_eventlistener_and_the_cel_python_interceptor_agree(kubectl: An
         if decided == "accepted":
             [run] = runs_of(kubectl, listener.namespace, answer["eventID"])
             notes = run["metadata"]["annotations"]
-            real_extensions = {"kernel_type": notes["cssr-deploy/kernel-type"], "reason": notes["cssr-deploy/reason"]}
+            given = {p["name"]: p["value"] for p in run["spec"]["params"]}
+            real_extensions = {"kernel_type": notes["cssr-deploy/kernel-type"], "reason": notes["cssr-deploy/reason"],
+                               "allow_updating": given["allow-updating"]}
         rows.append((case, "accepted" if simulated.accepted else "rejected", decided,
                      simulated.extensions if simulated.accepted else None, real_extensions))
     differing = [r for r in rows if r[1] != r[2] or r[3] != r[4]]
