@@ -10,7 +10,7 @@ and of the trigger runs on the real node.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import yaml
 from e2e.harness import mco, operators, standins, tasks_image, world_c, world_d
 from e2e.harness.layout import Layout
 
-from cssr_tasks import pool_events
+from cssr_tasks import pool_events, watch_params
 from cssr_tasks.cluster import Cluster
 from cssr_tasks.sim import fixtures
 
@@ -35,8 +35,8 @@ NAMESPACE_PREFIX = "cssr-upgrade-"
 WATCHER = "cssr-watch-pools"
 EVENTLISTENER_DEPLOYMENT = "el-cssr-deploy"
 SCRATCH_VOLUMES = 8  # one build-context claim per run: the first run and four triggered ones, with room
-EVENT_ID_LABEL = "triggers.tekton.dev/triggers-eventid"
-KEY_LABEL = "cssr-deploy/idempotency-key"
+EVENT_ID_LABEL = watch_params.EVENT_ID_LABEL
+KEY_LABEL = watch_params.KEY_LABEL
 
 
 @dataclass
@@ -47,7 +47,6 @@ class World:
     mco: Any
     operators: operators.Operators
     secret: str
-    timeline: list[dict[str, Any]] = field(default_factory=list)
 
 
 def nodes(releases: dict[str, tuple[str, str, str]], release: str, config: str) -> list[dict[str, Any]]:
